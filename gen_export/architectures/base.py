@@ -1,0 +1,194 @@
+"""What an architecture module provides, and the shared GPT-2-contract wrapper.
+
+onnxruntime's GPT-2 generation operators (BeamSearch, GreedySearch, Sampling) call a decoder
+subgraph with inputs `input_ids, position_ids, attention_mask, past_0..past_{L-1}` (int32 ids) and
+expect `logits, present_0..present_{L-1}`, each past/present being key and value stacked into one
+`(2, batch, heads, seq, head_dim)` tensor. `PastPresentDecoder` adapts any transformers causal LM
+whose forward takes `position_ids` and a `DynamicCache` to that contract.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import DynamicCache
+
+from gen_export.errors import GenExportError
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    """The numbers the exported graph and the generation operators are built from."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_positions: int
+    pad_token_id: int
+    eos_token_id: int
+    bos_token_id: int | None
+
+
+class Architecture(ABC):
+    """One transformers model class that genexport knows how to export.
+
+    Subclasses are small: they name the class, the tokenizer files it needs and, where the config
+    uses unusual attribute names, how to read its dimensions.
+    """
+
+    class_name: ClassVar[str]
+    kind: ClassVar[str]  # "decoder" or "encoder"
+    #: Alternative sets of tokenizer files; one complete set must be present in the model folder.
+    tokenizer_files: ClassVar[tuple[tuple[str, ...], ...]]
+
+    def model_class(self) -> type[PreTrainedModel]:
+        import transformers
+
+        return getattr(transformers, self.class_name)
+
+    def load_model(self, model_dir: Path) -> PreTrainedModel:
+        """Load float32 weights in eval mode; eager attention keeps padded batches exact in the trace."""
+        model_cls = self.model_class()
+        has_safetensors = any(model_dir.glob("*.safetensors"))
+        model = model_cls.from_pretrained(
+            model_dir,
+            local_files_only=True,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            use_safetensors=has_safetensors,
+            trust_remote_code=False,
+        )
+        return model.eval()
+
+    def load_tokenizer(self, model_dir: Path) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+
+    def missing_tokenizer_files(self, model_dir: Path) -> tuple[str, ...] | None:
+        """None when one complete set of tokenizer files is present, else the first expected set."""
+        for option in self.tokenizer_files:
+            if all((model_dir / name).is_file() for name in option):
+                return None
+        return self.tokenizer_files[0]
+
+
+class DecoderArchitecture(Architecture):
+    kind: ClassVar[str] = "decoder"
+    #: transformers config attribute names, tried in order (GPT-2 says n_layer, most say num_hidden_layers).
+    layers_attr: ClassVar[tuple[str, ...]] = ("num_hidden_layers", "n_layer")
+    heads_attr: ClassVar[tuple[str, ...]] = ("num_attention_heads", "n_head")
+    hidden_attr: ClassVar[tuple[str, ...]] = ("hidden_size", "n_embd")
+    positions_attr: ClassVar[tuple[str, ...]] = ("max_position_embeddings", "n_positions")
+
+    def dims(self, config: PretrainedConfig) -> DecoderDims:
+        def first(names: tuple[str, ...]) -> int:
+            for name in names:
+                if getattr(config, name, None) is not None:
+                    return int(getattr(config, name))
+            raise GenExportError(f"config.json has none of {', '.join(names)}", "fix the checkpoint's config.json")
+
+        hidden = first(self.hidden_attr)
+        heads = first(self.heads_attr)
+        eos = config.eos_token_id
+        pad = config.pad_token_id if config.pad_token_id is not None else eos
+        if eos is None:
+            raise GenExportError("config.json sets no eos_token_id", "add eos_token_id to config.json")
+        return DecoderDims(
+            num_layers=first(self.layers_attr),
+            num_heads=heads,
+            head_dim=hidden // heads,
+            hidden_size=hidden,
+            vocab_size=int(config.vocab_size),
+            max_positions=first(self.positions_attr),
+            pad_token_id=int(pad),
+            eos_token_id=int(eos),
+            bos_token_id=config.bos_token_id,
+        )
+
+    def wrap(self, model: PreTrainedModel) -> PastPresentDecoder:
+        return PastPresentDecoder(model, self.dims(model.config))
+
+
+def ort_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions as onnxruntime's GPT subgraph builds them: count real tokens from 0, padding gets 0."""
+    mask = attention_mask.to(torch.int64)
+    return ((mask.cumsum(-1) - 1) * mask).clamp(min=0)
+
+
+def past_input_names(num_layers: int) -> list[str]:
+    return [f"past_{i}" for i in range(num_layers)]
+
+
+def present_output_names(num_layers: int) -> list[str]:
+    return [f"present_{i}" for i in range(num_layers)]
+
+
+class PastPresentDecoder(nn.Module):
+    """`forward(input_ids, position_ids, attention_mask, *past) -> (logits, *present)`.
+
+    The variadic `*past` keeps the forward honest for any layer count; exporters that bind inputs by
+    parameter name (optimum, torch.onnx) see `past_0..past_{L-1}` through an explicit signature set
+    on the instance, so no per-layer-count class has to be generated.
+    """
+
+    def __init__(self, model: PreTrainedModel, dims: DecoderDims) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config  # optimum reads and overrides values on model.config
+        self.dims = dims
+        names = ["input_ids", "position_ids", "attention_mask", *past_input_names(dims.num_layers)]
+        signature = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        )
+        bound = type(self).forward.__get__(self)
+
+        def forward(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return bound(*args)
+
+        forward.__signature__ = signature  # type: ignore[attr-defined]
+        self.forward = forward  # type: ignore[method-assign]
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        if len(past) != self.dims.num_layers:
+            raise ValueError(f"expected {self.dims.num_layers} past tensors, got {len(past)}")
+        cache = DynamicCache()
+        for layer, layer_past in enumerate(past):
+            # .update() fills the cache the same way on transformers 4.57 and 5.x.
+            cache.update(layer_past[0], layer_past[1], layer)
+        outputs = self.model(
+            input_ids=input_ids.to(torch.int64),
+            position_ids=position_ids.to(torch.int64),
+            attention_mask=attention_mask.to(torch.int64),
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+        )
+        presents = []
+        for layer in range(self.dims.num_layers):
+            key, value = outputs.past_key_values.layers[layer].keys, outputs.past_key_values.layers[layer].values
+            presents.append(torch.stack((key, value)))
+        return (outputs.logits, *presents)
+
+    def empty_past(self, batch: int) -> list[torch.Tensor]:
+        d = self.dims
+        return [torch.zeros(2, batch, d.num_heads, 0, d.head_dim) for _ in range(d.num_layers)]
+
+
+def read_config(model_dir: Path) -> PretrainedConfig:
+    return AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)

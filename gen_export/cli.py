@@ -1,0 +1,161 @@
+"""The `genexport` command line: parse, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gen_export.errors import GenExportError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Export Hugging Face checkpoints to ONNX Runtime / Triton artifacts, with parity proof.")
+console = Console()
+err = Console(stderr=True)
+
+ModelArg = Annotated[
+    Path | None,
+    typer.Argument(help="Local checkpoint folder. Omitted: the built-in small demo model (built once, cached)."),
+]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; must be new or empty).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing non-empty output folder.")]
+
+
+def _fail(error: GenExportError) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _default_decoder_model() -> Path:
+    from gen_export.demo import cached_checkpoint
+
+    with err.status("building the small demo BioGPT checkpoint (first run only)..."):
+        path = cached_checkpoint("tiny")
+    err.print(
+        f"[yellow]No MODEL_DIR given: using genexport's small demo BioGPT model ({path}). It is a tiny model "
+        "trained for seconds on a toy corpus, for demonstration and tests only.[/yellow]"
+    )
+    return path
+
+
+def _timings_table(timings: dict[str, float]) -> Table:
+    table = Table(title="Timings")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    for name, seconds in timings.items():
+        table.add_row(name, f"{seconds:.2f}")
+    return table
+
+
+@app.command()
+def decoder(
+    model: ModelArg = None,
+    output: OutputOpt = Path("out/decoder"),
+    force: ForceOpt = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    atol: Annotated[float, typer.Option(help="Max-abs tolerance vs PyTorch.")] = 1e-4,
+) -> None:
+    """Export the with-past decoder (onnxruntime GPT-2 contract) to OUT/decoder.onnx and validate it."""
+    from gen_export.decoder import export_decoder
+    from gen_export.progress import Steps
+
+    steps = Steps(show=True, console=err)
+    try:
+        model = model or _default_decoder_model()
+        result = export_decoder(model, output, force=force, opset=opset, atol=atol, steps=steps)
+    except GenExportError as error:
+        raise _fail(error) from None
+    finally:
+        steps.close()
+    table = Table(title="Decoder vs PyTorch (max abs difference)")
+    for column in ("case", "logits", "present", "tolerance", "ok"):
+        table.add_column(column)
+    for case in result.validation.cases:
+        table.add_row(case.name, f"{case.logits_max_abs:.2e}", f"{case.present_max_abs:.2e}", f"{case.atol:.0e}",
+                      "[green]yes[/green]" if case.passed else "[red]no[/red]")
+    console.print(table)
+    console.print("onnx.checker: ok; onnxruntime verify_gpt2_subgraph: ok")
+    console.print(f"wrote {result.decoder_onnx} and {result.manifest}")
+
+
+@app.command()
+def beam(
+    model: ModelArg = None,
+    output: OutputOpt = Path("out/beam"),
+    force: ForceOpt = False,
+    search: Annotated[str, typer.Option(help="Search operator: beam, greedy or sampling.")] = "beam",
+    num_beams: Annotated[int, typer.Option(help="Default num_beams input.")] = 4,
+    num_return_sequences: Annotated[int, typer.Option(help="Default num_return_sequences input.")] = 1,
+    max_length: Annotated[int | None, typer.Option(help="Default max_length input (prompt included).")] = None,
+    min_length: Annotated[int, typer.Option(help="Default min_length input (prompt included).")] = 0,
+    length_penalty: Annotated[float, typer.Option(help="Default length_penalty input.")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(help="Default repetition_penalty input.")] = 1.0,
+    no_repeat_ngram_size: Annotated[int, typer.Option(help="Operator attribute, fixed in the graph.")] = 0,
+    early_stopping: Annotated[bool, typer.Option(help="Refused: the operator's early stop differs.")] = False,
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
+    prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
+    triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
+) -> None:
+    """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
+    from gen_export.generation import GenerationDefaults, export_generation, read_prompts
+    from gen_export.parity import SearchFlags, check_flags
+    from gen_export.progress import Steps
+    from gen_export.search_graph import SearchMode
+
+    steps = Steps(show=True, console=err)
+    try:
+        try:
+            mode = SearchMode(search)
+        except ValueError:
+            raise GenExportError(f"unknown search '{search}'", "use --search beam, greedy or sampling") from None
+        if early_stopping:
+            check_flags(SearchFlags(max_length=2, early_stopping=True), 1, 2)
+        model = model or _default_decoder_model()
+        defaults = GenerationDefaults(
+            max_length=max_length, min_length=min_length, num_beams=num_beams,
+            num_return_sequences=num_return_sequences, length_penalty=length_penalty,
+            repetition_penalty=repetition_penalty,
+        )
+        result = export_generation(
+            model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
+            parity=parity, prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
+        )
+        if triton_repo is not None:
+            from gen_export.triton import write_generator_repository
+
+            write_generator_repository(result.output, triton_repo, force=force)
+    except GenExportError as error:
+        steps.close()
+        raise _fail(error) from None
+    steps.close()
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if result.parity is not None:
+        console.print(result.parity.table())
+        counts = ", ".join(f"{v} {k}" for k, v in result.parity.counts().items() if v)
+        console.print(f"parity: {counts}")
+    console.print(_timings_table(result.timings))
+    console.print(f"wrote {result.graph_onnx} and {result.manifest}")
+    if triton_repo is not None:
+        console.print(f"wrote Triton model repository {triton_repo}")
+
+
+@app.command()
+def info(folder: Annotated[Path, typer.Argument(help="An output folder written by genexport.")]) -> None:
+    """Print the manifest (genexport.json) of an export."""
+    from gen_export.artifacts import read_manifest
+
+    try:
+        console.print_json(json.dumps(read_manifest(folder)))
+    except GenExportError as error:
+        raise _fail(error) from None
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()

@@ -1,0 +1,241 @@
+"""`genexport decoder`: the with-past decoder in onnxruntime's GPT-2 subgraph layout, validated.
+
+The decoder is exported by optimum's `export()` with `DecoderWithPastOnnxConfig`, then checked three
+ways: `onnx.checker`, onnxruntime's own `verify_gpt2_subgraph`, and logits/present tensors against
+PyTorch on a first step with empty past, a one-token step with past, and a left-padded batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from transformers import PreTrainedModel
+
+from gen_export.architectures.base import DecoderArchitecture, DecoderDims, PastPresentDecoder, ort_position_ids
+from gen_export.artifacts import Manifest, staged_output
+from gen_export.checkpoint import Checkpoint, open_checkpoint
+from gen_export.errors import ParityError
+from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
+from gen_export.progress import Steps
+from gen_export.runtime import check_model, graph_io, make_session
+
+DECODER_FILE = "decoder.onnx"
+#: Max-abs tolerance on logits and present tensors (float32 graph vs float32 PyTorch).
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class ToleranceCheck:
+    """One validation scenario: the largest absolute difference per output family."""
+
+    name: str
+    logits_max_abs: float
+    present_max_abs: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.logits_max_abs <= self.atol and self.present_max_abs <= self.atol
+
+
+@dataclass
+class DecoderValidation:
+    checker: bool = False
+    ort_gpt2_subgraph: bool = False
+    cases: list[ToleranceCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.checker and self.ort_gpt2_subgraph and all(c.passed for c in self.cases)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "onnx_checker": self.checker,
+            "ort_verify_gpt2_subgraph": self.ort_gpt2_subgraph,
+            "cases": [asdict(c) | {"passed": c.passed} for c in self.cases],
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class DecoderExportResult:
+    output: Path
+    decoder_onnx: Path
+    manifest: Path
+    dims: DecoderDims
+    validation: DecoderValidation
+    timings: dict[str, float]
+
+
+@dataclass
+class LoadedDecoder:
+    """A checkpoint opened for decoder export: the HF model, its wrapper and dimensions."""
+
+    checkpoint: Checkpoint
+    architecture: DecoderArchitecture
+    model: PreTrainedModel
+    wrapper: PastPresentDecoder
+    dims: DecoderDims
+
+
+def load_decoder(model_dir: Path) -> LoadedDecoder:
+    checkpoint = open_checkpoint(model_dir, kind="decoder")
+    architecture = checkpoint.architecture
+    assert isinstance(architecture, DecoderArchitecture)
+    model = architecture.load_model(checkpoint.path)
+    wrapper = architecture.wrap(model).eval()
+    return LoadedDecoder(checkpoint, architecture, model, wrapper, wrapper.dims)
+
+
+def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Trace the wrapper through optimum's exporter (TorchScript; external data above 2 GB)."""
+    from optimum.exporters.onnx import export
+
+    onnx_config = DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims)
+    quiet = ["optimum", "transformers", "torch.onnx"]
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    try:
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            # The tracer warns about Python branches on sequence length; validation below proves
+            # the graph on every shape family the generation operator feeds it.
+            warnings.simplefilter("ignore")
+            export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    return path
+
+
+def verify_ort_gpt2_subgraph(path: Path) -> None:
+    """onnxruntime's own contract check, the one `convert_generation` runs before fusing."""
+    from onnxruntime.transformers.convert_generation import verify_gpt2_subgraph
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        verify_gpt2_subgraph(graph, "fp32")
+    except ValueError as error:
+        raise ParityError(
+            f"decoder fails onnxruntime's GPT-2 subgraph contract ({error})",
+            "report this as a genexport bug with the checkpoint's config.json",
+        ) from None
+
+
+def _run_both(
+    wrapper: PastPresentDecoder, session: Any, ids: torch.Tensor, mask: torch.Tensor, past: list[torch.Tensor]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    past_len = past[0].shape[3]
+    positions = ort_position_ids(mask)[:, past_len:]
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(ids, positions, mask, *past)]
+    feed = {
+        "input_ids": ids.to(torch.int32).numpy(),
+        "position_ids": positions.to(torch.int32).numpy(),
+        "attention_mask": mask.to(torch.int32).numpy(),
+    } | {f"past_{i}": p.numpy() for i, p in enumerate(past)}
+    actual = session.run(None, feed)
+    return expected, actual
+
+
+def _check(name: str, expected: list[np.ndarray], actual: list[np.ndarray], atol: float,
+           logit_rows: np.ndarray | None = None) -> ToleranceCheck:
+    logits_e, logits_a = expected[0], actual[0]
+    if logit_rows is not None:  # compare real (unpadded) positions only
+        logits_e, logits_a = logits_e[logit_rows], logits_a[logit_rows]
+    present = max(float(np.abs(e - a).max()) for e, a in zip(expected[1:], actual[1:], strict=True))
+    return ToleranceCheck(name, float(np.abs(logits_e - logits_a).max()), present, atol)
+
+
+def validate_decoder(loaded: LoadedDecoder, path: Path, atol: float = DEFAULT_ATOL) -> DecoderValidation:
+    """Compare graph and PyTorch on the three shape families the generation operator uses."""
+    validation = DecoderValidation()
+    check_model(path)
+    validation.checker = True
+    verify_ort_gpt2_subgraph(path)
+    validation.ort_gpt2_subgraph = True
+
+    session = make_session(path)
+    wrapper, dims = loaded.wrapper, loaded.dims
+    generator = torch.Generator().manual_seed(1234)
+
+    def tokens(batch: int, length: int) -> torch.Tensor:
+        return torch.randint(3, dims.vocab_size, (batch, length), generator=generator)
+
+    # 1. First step: a whole prompt, empty past.
+    ids = tokens(2, 6)
+    mask = torch.ones_like(ids)
+    expected, actual = _run_both(wrapper, session, ids, mask, wrapper.empty_past(2))
+    validation.cases.append(_check("first step, empty past (batch 2, 6 tokens)", expected, actual, atol))
+
+    # 2. One-token step with the past that PyTorch produced for the prompt.
+    past = [torch.from_numpy(p) for p in expected[1:]]
+    step_ids = tokens(2, 1)
+    step_mask = torch.ones(2, 7, dtype=torch.int64)
+    expected, actual = _run_both(wrapper, session, step_ids, step_mask, past)
+    validation.cases.append(_check("one-token step with past (past 6)", expected, actual, atol))
+
+    # 3. Left-padded batch of three prompts of different lengths.
+    lengths = [7, 4, 2]
+    ids = tokens(3, 7)
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        mask[row, 7 - length:] = 1
+        ids[row, : 7 - length] = dims.pad_token_id
+    expected, actual = _run_both(wrapper, session, ids, mask, wrapper.empty_past(3))
+    rows = mask.numpy().astype(bool)
+    validation.cases.append(_check("left-padded batch (lengths 7, 4, 2)", expected, actual, atol, rows))
+    return validation
+
+
+def require_passed(validation: DecoderValidation) -> None:
+    failed = [c for c in validation.cases if not c.passed]
+    if failed:
+        worst = failed[0]
+        raise ParityError(
+            f"decoder graph differs from PyTorch in '{worst.name}' (logits {worst.logits_max_abs:.2e}, "
+            f"present {worst.present_max_abs:.2e} > {worst.atol:.0e})",
+            "report this as a genexport bug; nothing was written",
+        )
+
+
+def export_decoder(
+    model_dir: Path,
+    output: Path,
+    *,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    steps: Steps | None = None,
+) -> DecoderExportResult:
+    """Export `model_dir`'s decoder to `output/decoder.onnx` with a validation report and manifest."""
+    steps = steps or Steps()
+    output = Path(output)
+    with staged_output(output, force) as staging:
+        with steps.step("load checkpoint"):
+            loaded = load_decoder(model_dir)
+        with steps.step("export decoder (optimum, TorchScript)"):
+            export_decoder_onnx(loaded, staging / DECODER_FILE, opset)
+        with steps.step("validate decoder against PyTorch"):
+            validation = validate_decoder(loaded, staging / DECODER_FILE, atol)
+            require_passed(validation)
+        manifest = Manifest(
+            command="decoder",
+            source=loaded.checkpoint.describe(),
+            graph={DECODER_FILE: graph_io(staging / DECODER_FILE)},
+            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims)},
+            validation={"decoder": validation.as_dict()},
+        )
+        manifest.write(staging)
+    output = output.resolve()
+    return DecoderExportResult(output, output / DECODER_FILE, output / "genexport.json", loaded.dims,
+                               validation, steps.timings)
+
+

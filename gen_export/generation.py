@@ -1,0 +1,240 @@
+"""`genexport beam` (and the other search modes): one ONNX file that generates, proven by parity.
+
+Pipeline: open and validate the checkpoint -> export the GPT-2-contract decoder with optimum ->
+validate it against PyTorch -> fuse onnxruntime's search operator around it -> run the parity matrix
+against `model.generate` -> write `OUT/<mode>_search.onnx`, the tokenizer files and `genexport.json`.
+Everything is assembled in a staging folder and moved into place only when every check passed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gen_export.artifacts import Manifest, check_output_target, staged_output
+from gen_export.decoder import (
+    DECODER_FILE,
+    DEFAULT_ATOL,
+    DecoderValidation,
+    LoadedDecoder,
+    export_decoder_onnx,
+    load_decoder,
+    require_passed,
+    validate_decoder,
+)
+from gen_export.errors import GenExportError, ParityError
+from gen_export.export_spec import DEFAULT_OPSET
+from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
+from gen_export.progress import Steps
+from gen_export.reference_search import SearchFlags
+from gen_export.runtime import graph_io, make_session
+from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph, search_graph_inputs
+
+#: Prompts used when the user gives none: plain biomedical English any BPE vocabulary can encode.
+BUILTIN_PROMPTS: tuple[str, ...] = (
+    "the patient was treated with",
+    "this protein is expressed in",
+    "the results suggest that",
+    "expression of the gene was",
+    "mutations in this gene cause",
+    "the drug inhibits",
+)
+TOKENIZER_DIR = "tokenizer"
+
+
+GRAPH_FILES = {
+    SearchMode.BEAM: "beam_search.onnx",
+    SearchMode.GREEDY: "greedy_search.onnx",
+    SearchMode.SAMPLING: "sampling.onnx",
+}
+
+
+def graph_file(mode: SearchMode) -> str:
+    return GRAPH_FILES[mode]
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Defaults for the graph's runtime inputs (recorded in the manifest, used by Triton configs)."""
+
+    #: None: min(64, the model's max_position_embeddings).
+    max_length: int | None = None
+    min_length: int = 0
+    num_beams: int = 4
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+
+    def flags(self, no_repeat_ngram_size: int = 0) -> SearchFlags:
+        if self.max_length is None:
+            raise ValueError("resolve max_length first (GenerationDefaults.resolved)")
+        return SearchFlags(
+            max_length=self.max_length, min_length=self.min_length, num_beams=self.num_beams,
+            num_return_sequences=self.num_return_sequences, length_penalty=self.length_penalty,
+            repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+            early_stopping=False,
+        )
+
+
+@dataclass
+class GenerationExportResult:
+    output: Path
+    graph_onnx: Path
+    manifest: Path
+    mode: SearchMode
+    decoder_validation: DecoderValidation
+    parity: ParityReport | None
+    notes: list[str]
+    timings: dict[str, float]
+
+
+def length_penalty_note(defaults: GenerationDefaults, mode: SearchMode) -> str | None:
+    if mode is SearchMode.BEAM and defaults.length_penalty != 0.0 and defaults.num_beams > 1:
+        return (
+            f"length_penalty={defaults.length_penalty:g}: onnxruntime scores a finished beam by "
+            "log-prob / (prompt + generated length)^lp, transformers by log-prob / generated length^lp; "
+            "when beams finish at different lengths they can rank differently (length_penalty=0 agrees "
+            "exactly). The parity table marks such cases."
+        )
+    return None
+
+
+def default_matrix(
+    prompts: tuple[str, ...], tokenizer: Any, defaults: GenerationDefaults, mode: SearchMode,
+    max_positions: int, no_repeat_ngram_size: int = 0, new_tokens: int = 24,
+) -> list[ParityCase]:
+    """The parity cases run after every export: the user's defaults plus flags where implementations part."""
+    tokenizer.padding_side = "left"
+
+    def case(name: str, batch: tuple[str, ...], **changes: Any) -> ParityCase:
+        prompt_len = tokenizer(list(batch), return_tensors="pt", padding=True)["input_ids"].shape[1]
+        base = defaults.flags(no_repeat_ngram_size)
+        # The user's max_length, capped to keep the matrix quick; a too-short one fails here, early.
+        max_length = min(base.max_length, prompt_len + changes.pop("new", new_tokens), max_positions)
+        min_new = changes.pop("min_new", None)
+        flags = replace(base, max_length=max_length, **changes)
+        if min_new is not None:
+            flags = replace(flags, min_length=min(prompt_len + min_new, max_length - 1))
+        check_flags(flags, prompt_len, max_positions)
+        return ParityCase(name, batch, flags)
+
+    singles = prompts[:3]
+    batch = tuple(prompts[:3]) if len(prompts) >= 3 else tuple(prompts)
+    cases = [case(f"prompt {i + 1}", (p,)) for i, p in enumerate(singles)]
+    cases.append(case("left-padded batch", batch))
+    if mode is SearchMode.BEAM:
+        cases += [
+            case("beams 2, lp 0", (prompts[0],), num_beams=2, num_return_sequences=1, length_penalty=0.0),
+            case("beams 4, 3 returned, min length", batch[:2], num_beams=4, num_return_sequences=3,
+                 length_penalty=0.0, min_new=6),
+            case("beams 5, 2 returned, lp 1", batch, num_beams=5, num_return_sequences=2, length_penalty=1.0),
+            case("repetition penalty 1.3, lp 0.6", (prompts[-1],), num_beams=4, num_return_sequences=2,
+                 length_penalty=0.6, repetition_penalty=1.3),
+            case("lp 2.0", batch, num_beams=4, num_return_sequences=1, length_penalty=2.0),
+        ]
+    else:
+        cases += [
+            case("min length", (prompts[0],), min_new=8),
+            case("repetition penalty 1.3", batch, repetition_penalty=1.3),
+        ]
+    return cases
+
+
+def read_prompts(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        raise GenExportError(f"prompts file {path} does not exist", "pass a text file with one prompt per line")
+    prompts = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if not prompts:
+        raise GenExportError(f"prompts file {path} has no prompts", "write one prompt per line")
+    return prompts
+
+
+def _copy_tokenizer(model_dir: Path, target: Path) -> None:
+    target.mkdir()
+    names = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "vocab.txt", "added_tokens.json", "config.json", "generation_config.json")
+    for name in names:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, target / name)
+
+
+def export_generation(
+    model_dir: Path,
+    output: Path,
+    *,
+    mode: SearchMode = SearchMode.BEAM,
+    defaults: GenerationDefaults | None = None,
+    no_repeat_ngram_size: int = 0,
+    parity: bool = True,
+    prompts: tuple[str, ...] | None = None,
+    cases: list[ParityCase] | None = None,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    steps: Steps | None = None,
+) -> GenerationExportResult:
+    """Export `model_dir` as one generation graph in `output`; raises on any failed check."""
+    steps = steps or Steps()
+    output = Path(output)
+    check_output_target(output, force)
+    with steps.step("load checkpoint"):
+        loaded: LoadedDecoder = load_decoder(model_dir)
+        tokenizer = loaded.architecture.load_tokenizer(loaded.checkpoint.path)
+    defaults = defaults or GenerationDefaults()
+    if defaults.max_length is None:
+        defaults = replace(defaults, max_length=min(64, loaded.dims.max_positions))
+    if mode is not SearchMode.BEAM:
+        defaults = replace(defaults, num_beams=1, num_return_sequences=1)
+    check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)
+    if cases is None and parity:
+        cases = default_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults, mode, loaded.dims.max_positions,
+                               no_repeat_ngram_size)
+    notes = [n for n in [length_penalty_note(defaults, mode)] if n]
+
+    with staged_output(output, force) as staging, tempfile.TemporaryDirectory(prefix="genexport-") as scratch:
+        decoder_path = Path(scratch) / DECODER_FILE
+        with steps.step("export decoder (optimum, TorchScript)"):
+            export_decoder_onnx(loaded, decoder_path, opset)
+        with steps.step("validate decoder against PyTorch"):
+            validation = validate_decoder(loaded, decoder_path, atol)
+            require_passed(validation)
+        spec = SearchGraphSpec.for_model(mode, loaded.dims, no_repeat_ngram_size=no_repeat_ngram_size)
+        graph_path = staging / graph_file(mode)
+        with steps.step(f"fuse {mode.value} search operator (convert_generation)"):
+            build_search_graph(loaded.checkpoint.path, decoder_path, graph_path, spec)
+        report = None
+        if parity and cases:
+            with steps.step(f"parity: {len(cases)} cases vs model.generate"):
+                session = make_session(graph_path)
+                report = run_parity(cases, session, loaded.model, tokenizer, loaded.dims.pad_token_id,
+                                    loaded.dims.eos_token_id, loaded.dims.max_positions)
+            if not report.passed:
+                bad = report.mismatches[0]
+                raise ParityError(
+                    f"{len(report.mismatches)} parity case(s) differ from model.generate without explanation "
+                    f"(first: '{bad.case.name}': graph {bad.graph} vs generate {bad.generate})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        _copy_tokenizer(loaded.checkpoint.path, staging / TOKENIZER_DIR)
+        Manifest(
+            command=mode.value,
+            source=loaded.checkpoint.describe(),
+            graph={graph_file(mode): graph_io(graph_path)},
+            settings={
+                "opset": opset,
+                "atol": atol,
+                "dims": asdict(loaded.dims),
+                "search": spec.as_dict(),
+                "graph_inputs": search_graph_inputs(mode),
+                "generation_defaults": asdict(defaults),
+                "notes": notes,
+            },
+            validation={"decoder": validation.as_dict()},
+            parity=report.as_dict() if report else None,
+        ).write(staging)
+    output = output.resolve()
+    return GenerationExportResult(output, output / graph_file(mode), output / "genexport.json", mode, validation,
+                                  report, notes, steps.timings)

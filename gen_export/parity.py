@@ -1,0 +1,249 @@
+"""Token parity between a fused generation graph, `model.generate` and an onnxruntime-rules reference.
+
+Three sequences are compared per case, as a user receives them (the generated tokens after the
+padded prompt, cut at the first EOS or pad):
+
+* the graph's output;
+* `model.generate(do_sample=False, ...)` with the same flags;
+* `reference_search`, a small PyTorch search that follows onnxruntime's kernel rules.
+
+Where the two rule sets coincide (greedy, or beam search with length_penalty 0) the graph must equal
+`generate`. Elsewhere (length_penalty != 0: onnxruntime divides a hypothesis' log-probability by
+(prompt + generated length)^lp, transformers by the generated length (EOS counted)^lp) a difference is
+*explained* when the graph equals the reference. Anything else is a mismatch and fails the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+from rich.table import Table
+from transformers import GenerationConfig, PreTrainedModel
+
+from gen_export.errors import GenExportError
+from gen_export.reference_search import SearchFlags, next_logits_from_model, ort_beam_search, ort_greedy_search
+
+Tokens = list[list[list[int]]]  # batch x returned sequence x generated tokens
+
+
+class Verdict(str, Enum):
+    MATCH = "match"
+    EXPLAINED_LENGTH_PENALTY = "differs: length normalisation (explained)"
+    MISMATCH = "MISMATCH"
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """One row of the parity table: a batch of prompts and the flags for both implementations."""
+
+    name: str
+    prompts: tuple[str, ...]
+    flags: SearchFlags
+
+    def rules_coincide(self) -> bool:
+        """True where onnxruntime's and transformers' rules give the same ranking by construction."""
+        return self.flags.num_beams == 1 or self.flags.length_penalty == 0.0
+
+
+@dataclass
+class CaseResult:
+    case: ParityCase
+    graph: Tokens
+    generate: Tokens
+    reference: Tokens
+    verdict: Verdict
+    prompt_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.case.name,
+            "prompts": list(self.case.prompts),
+            "flags": asdict(self.case.flags),
+            "rules_coincide": self.case.rules_coincide(),
+            "verdict": self.verdict.value,
+            "graph_equals_generate": self.graph == self.generate,
+            "graph_equals_reference": self.graph == self.reference,
+            "graph": self.graph,
+            "generate": self.generate,
+        }
+
+
+@dataclass
+class ParityReport:
+    results: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> list[CaseResult]:
+        return [r for r in self.results if r.verdict is Verdict.MISMATCH]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and not self.mismatches
+
+    def counts(self) -> dict[str, int]:
+        return {v.value: sum(r.verdict is v for r in self.results) for v in Verdict}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "counts": self.counts(), "cases": [r.as_dict() for r in self.results]}
+
+    def table(self) -> Table:
+        table = Table(title="Token parity: fused graph vs model.generate (and onnxruntime-rules reference)")
+        for column in ("case", "batch", "beams", "nrs", "len_pen", "min_len", "rep_pen", "new tokens", "verdict"):
+            table.add_column(column)
+        for r in self.results:
+            f = r.case.flags
+            lengths = sorted({len(seq) for row in r.graph for seq in row})
+            colour = {"match": "green", "MISMATCH": "bold red"}.get(r.verdict.value, "yellow")
+            table.add_row(
+                r.case.name, str(len(r.case.prompts)), str(f.num_beams), str(f.num_return_sequences),
+                f"{f.length_penalty:g}", str(f.min_length), f"{f.repetition_penalty:g}",
+                ",".join(map(str, lengths)), f"[{colour}]{r.verdict.value}[/{colour}]",
+            )
+        return table
+
+
+def user_tokens(sequences: np.ndarray, prompt_len: int, stop_ids: set[int]) -> Tokens:
+    """[batch, nrs, max_len] -> generated tokens after the padded prompt, cut at the first EOS/pad."""
+    result: Tokens = []
+    for row in sequences:
+        seqs = []
+        for seq in row:
+            generated = []
+            for token in seq[prompt_len:].tolist():
+                if token in stop_ids:
+                    break
+                generated.append(int(token))
+            seqs.append(generated)
+        result.append(seqs)
+    return result
+
+
+def graph_feed(ids: np.ndarray, mask: np.ndarray, flags: SearchFlags, input_names: list[str],
+               seed: int | None = None) -> dict[str, np.ndarray]:
+    """Inputs for a fused generation graph; only those the graph declares are fed."""
+    values: dict[str, np.ndarray] = {
+        "input_ids": ids.astype(np.int32),
+        "attention_mask": mask.astype(np.int32),
+        "max_length": np.array([flags.max_length], np.int32),
+        "min_length": np.array([flags.min_length], np.int32),
+        "num_beams": np.array([flags.num_beams], np.int32),
+        "num_return_sequences": np.array([flags.num_return_sequences], np.int32),
+        "length_penalty": np.array([flags.length_penalty], np.float32),
+        "repetition_penalty": np.array([flags.repetition_penalty], np.float32),
+    }
+    if seed is not None:
+        values["seed"] = np.array([seed], np.int32)
+    return {name: values[name] for name in input_names}
+
+
+def generate_config(flags: SearchFlags, pad: int, eos: int) -> GenerationConfig:
+    """A fresh config, so a checkpoint's generation_config.json cannot add flags the graph lacks."""
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=flags.num_beams,
+        num_return_sequences=flags.num_return_sequences,
+        max_length=flags.max_length,
+        min_length=flags.min_length,
+        length_penalty=flags.length_penalty,
+        repetition_penalty=flags.repetition_penalty,
+        no_repeat_ngram_size=flags.no_repeat_ngram_size,
+        early_stopping=flags.early_stopping,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        use_cache=True,
+    )
+
+
+def check_flags(flags: SearchFlags, prompt_len: int, max_positions: int) -> None:
+    """The operator's runtime limits, as one-line errors before anything runs."""
+    if flags.num_return_sequences > flags.num_beams:
+        raise GenExportError(
+            f"num_return_sequences {flags.num_return_sequences} is larger than num_beams {flags.num_beams}",
+            "ask for at most num_beams sequences or raise num_beams",
+        )
+    if flags.max_length <= prompt_len:
+        raise GenExportError(
+            f"max_length {flags.max_length} is not above the prompt length {prompt_len} (padded, in tokens)",
+            f"use --max-length of at least {prompt_len + 1} or a shorter prompt",
+        )
+    if flags.max_length > max_positions:
+        raise GenExportError(
+            f"max_length {flags.max_length} is above the model's max_position_embeddings {max_positions}",
+            f"use --max-length of at most {max_positions}",
+        )
+    if flags.min_length >= flags.max_length:
+        raise GenExportError(
+            f"min_length {flags.min_length} is not below max_length {flags.max_length}",
+            "lower --min-length or raise --max-length",
+        )
+    if not 1 <= flags.num_beams <= 128:
+        raise GenExportError(f"num_beams {flags.num_beams} is outside 1..128", "use 1 <= --num-beams <= 128")
+    if flags.repetition_penalty <= 0:
+        raise GenExportError("repetition_penalty must be > 0", "use --repetition-penalty 1.0 for none")
+    if flags.early_stopping:
+        raise GenExportError(
+            "early_stopping=True is not supported: onnxruntime's BeamSearch stops when the finished set fills "
+            "without comparing running beams, so results can differ from transformers",
+            "use early_stopping=False (the operator's behaviour then matches transformers' False)",
+        )
+
+
+def run_case(
+    case: ParityCase,
+    session: Any,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    pad: int,
+    eos: int,
+    max_positions: int,
+) -> CaseResult:
+    encoded = tokenizer(list(case.prompts), return_tensors="pt", padding=True)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    prompt_len = ids.shape[1]
+    check_flags(case.flags, prompt_len, max_positions)
+    stop = {eos, pad}
+
+    input_names = [i.name for i in session.get_inputs()]
+    graph_out = session.run(["sequences"], graph_feed(ids.numpy(), mask.numpy(), case.flags, input_names))[0]
+    if graph_out.ndim == 2:  # greedy / sampling graphs return [batch, max_length]
+        graph_out = graph_out[:, None, :]
+    graph_tokens = user_tokens(graph_out, prompt_len, stop)
+
+    with torch.no_grad():
+        generated = model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=generate_config(case.flags, pad, eos)
+        )
+    generated = generated.reshape(len(case.prompts), case.flags.num_return_sequences, -1).numpy()
+    generate_tokens = user_tokens(generated, prompt_len, stop)
+
+    search = ort_greedy_search if case.flags.num_beams == 1 else ort_beam_search
+    reference = search(next_logits_from_model(model), ids, mask, case.flags, eos_token_id=eos, pad_token_id=pad)
+    reference_tokens = user_tokens(reference.sequences.numpy(), prompt_len, stop)
+
+    if graph_tokens == generate_tokens:
+        verdict = Verdict.MATCH
+    elif graph_tokens == reference_tokens and not case.rules_coincide():
+        verdict = Verdict.EXPLAINED_LENGTH_PENALTY
+    else:
+        verdict = Verdict.MISMATCH
+    return CaseResult(case, graph_tokens, generate_tokens, reference_tokens, verdict, prompt_len)
+
+
+def run_parity(
+    cases: list[ParityCase],
+    session: Any,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    pad: int,
+    eos: int,
+    max_positions: int,
+) -> ParityReport:
+    tokenizer.padding_side = "left"
+    report = ParityReport()
+    for case in cases:
+        report.results.append(run_case(case, session, model, tokenizer, pad, eos, max_positions))
+    return report

@@ -1,0 +1,49 @@
+"""onnxruntime sessions and graph introspection shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+_ONNX_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.STRING: "string",
+}
+
+
+def make_session(path: Path, threads: int | None = None, optimize: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def graph_io(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Names, element types and dims (ints or axis names) of a graph's inputs and outputs."""
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        described = []
+        for value in values:
+            tensor = value.type.tensor_type
+            dims: list[int | str] = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+            described.append({"name": value.name, "dtype": _ONNX_TYPES.get(tensor.elem_type, str(tensor.elem_type)),
+                              "dims": dims})
+        return described
+
+    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+def check_model(path: Path) -> None:
+    """onnx.checker on a path, so graphs with external data over 2 GB are checked too."""
+    onnx.checker.check_model(str(path))

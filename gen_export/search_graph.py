@@ -1,0 +1,128 @@
+"""Fuse onnxruntime's generation operator (BeamSearch, GreedySearch, Sampling) around the decoder.
+
+`convert_generation` is onnxruntime's own tool for this; it is driven through its argv interface
+(the only public one) from a typed `SearchGraphSpec`, with the BioGPT-specific values (pad != eos,
+vocabulary size) passed explicitly and the decoder handed over ready-made with `--decoder_onnx`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from gen_export.architectures.base import DecoderDims
+from gen_export.errors import GenExportError
+
+#: A protobuf file cannot exceed 2 GB: above this size the weights go to an external data file.
+EXTERNAL_DATA_THRESHOLD = 1_900_000_000
+
+
+class SearchMode(str, Enum):
+    BEAM = "beam"
+    GREEDY = "greedy"
+    SAMPLING = "sampling"
+
+
+@dataclass(frozen=True)
+class SearchGraphSpec:
+    """What is fixed when the graph is built (operator attributes), as opposed to its inputs."""
+
+    mode: SearchMode
+    eos_token_id: int
+    pad_token_id: int
+    vocab_size: int
+    no_repeat_ngram_size: int = 0
+    #: Sampling only: baked into the Sampling operator's attributes.
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    @classmethod
+    def for_model(cls, mode: SearchMode, dims: DecoderDims, **kwargs: Any) -> SearchGraphSpec:
+        return cls(mode, dims.eos_token_id, dims.pad_token_id, dims.vocab_size, **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"mode": self.mode.value}
+
+
+def search_graph_inputs(mode: SearchMode) -> list[str]:
+    """Graph input names, in the operator's order (`attention_mask` always present)."""
+    if mode is SearchMode.BEAM:
+        return ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty",
+                "repetition_penalty", "attention_mask"]
+    names = ["input_ids", "max_length", "min_length", "repetition_penalty", "attention_mask"]
+    return [*names, "seed"] if mode is SearchMode.SAMPLING else names
+
+
+def build_search_graph(
+    checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: SearchGraphSpec
+) -> Path:
+    """Run `convert_generation` on an exported decoder; returns the one-file generation graph."""
+    from onnxruntime.transformers import convert_generation as cg
+
+    from gen_export.patches import ort_convert_generation
+
+    large = decoder_onnx.stat().st_size > EXTERNAL_DATA_THRESHOLD or any(
+        p.name.startswith(decoder_onnx.name) and p != decoder_onnx for p in decoder_onnx.parent.iterdir()
+    )
+    argv = [
+        "-m", str(checkpoint_dir),
+        "--model_type", "gpt2",
+        "--decoder_onnx", str(decoder_onnx),
+        "--output", str(output),
+        "--eos_token_id", str(spec.eos_token_id),
+        "--pad_token_id", str(spec.pad_token_id),
+        "--vocab_size", str(spec.vocab_size),
+        "--no_repeat_ngram_size", str(spec.no_repeat_ngram_size),
+        "--custom_attention_mask",
+        # The init-decoder split only matches GPT-2's fused graph; it is an optimisation, not semantics.
+        "--disable_separate_gpt2_decoder_for_init_run",
+        "--disable_parity",
+        "--disable_perf_test",
+    ]
+    if spec.mode is SearchMode.BEAM:
+        argv.append("--output_sequences_scores")
+    if spec.mode is SearchMode.SAMPLING:
+        argv += ["--temperature", str(spec.temperature), "--top_p", str(spec.top_p), "--seed"]
+    if large:
+        argv.append("--use_external_data_format")
+    generation_type = {
+        SearchMode.BEAM: cg.GenerationType.BEAMSEARCH,
+        SearchMode.GREEDY: cg.GenerationType.GREEDYSEARCH,
+        SearchMode.SAMPLING: cg.GenerationType.SAMPLING,
+    }[spec.mode]
+    args = cg.parse_arguments(argv)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # convert_generation logs every step on the root logger
+    try:
+        with ort_convert_generation.applied(), contextlib.redirect_stdout(io.StringIO()):
+            cg.convert_generation_model(args, generation_type=generation_type)
+    except (AssertionError, ValueError) as error:
+        raise GenExportError(
+            f"onnxruntime's convert_generation rejected the decoder ({error})",
+            "report this as a genexport bug with the checkpoint's config.json",
+        ) from None
+    finally:
+        root.setLevel(level)
+    _check_operator(output, spec)
+    return output
+
+
+def _check_operator(path: Path, spec: SearchGraphSpec) -> None:
+    """The fused graph must carry the ids we asked for (a wrong pad id silently corrupts outputs)."""
+    model = onnx.load(str(path), load_external_data=False)
+    node = model.graph.node[0]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.type == a.INT}
+    if attributes.get("pad_token_id") != spec.pad_token_id or attributes.get("eos_token_id") != spec.eos_token_id:
+        raise GenExportError(
+            f"fused graph has pad {attributes.get('pad_token_id')} / eos {attributes.get('eos_token_id')}, "
+            f"expected {spec.pad_token_id} / {spec.eos_token_id}",
+            "report this as a genexport bug",
+        )
