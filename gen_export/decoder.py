@@ -18,7 +18,12 @@ import onnx
 import torch
 from transformers import PreTrainedModel
 
-from gen_export.architectures.base import DecoderArchitecture, DecoderDims, PastPresentDecoder, ort_position_ids
+from gen_export.architectures.base import (
+    DecoderArchitecture,
+    DecoderDims,
+    PastPresentDecoder,
+    ort_position_ids,
+)
 from gen_export.artifacts import Manifest, staged_output
 from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError

@@ -16,7 +16,7 @@ Where the two rule sets coincide (greedy, or beam search with length_penalty 0) 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -25,12 +25,17 @@ from rich.table import Table
 from transformers import GenerationConfig, PreTrainedModel
 
 from gen_export.errors import GenExportError
-from gen_export.reference_search import SearchFlags, next_logits_from_model, ort_beam_search, ort_greedy_search
+from gen_export.reference_search import (
+    SearchFlags,
+    next_logits_from_model,
+    ort_beam_search,
+    ort_greedy_search,
+)
 
 Tokens = list[list[list[int]]]  # batch x returned sequence x generated tokens
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     MATCH = "match"
     EXPLAINED_LENGTH_PENALTY = "differs: length normalisation (explained)"
     MISMATCH = "MISMATCH"

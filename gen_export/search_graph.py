@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from gen_export.errors import GenExportError
 EXTERNAL_DATA_THRESHOLD = 1_900_000_000
 
 
-class SearchMode(str, Enum):
+class SearchMode(StrEnum):
     BEAM = "beam"
     GREEDY = "greedy"
     SAMPLING = "sampling"
