@@ -5,7 +5,8 @@ Upstream: onnxruntime.transformers.convert_generation, checked on onnxruntime 1.
 Why: its GPT-2 path calls `GPT2Config.from_pretrained(model_dir)` for every `--model_type gpt2`
 conversion. A BioGPT or OPT folder is then read as a GPT-2 config: transformers warns "You are using a
 model of type biogpt to instantiate a model of type gpt2 ... can yield errors", and fields GPT-2
-names differently (`n_layer`, `n_head`, `n_embd`) silently take GPT-2 defaults (12 layers, 12 heads).
+names differently silently take GPT-2 defaults (`activation_function` "gelu_new" where BioGPT says
+`hidden_act` "gelu", `n_inner` None where it says `intermediate_size`).
 Those values are not used for the graph we hand over with `--decoder_onnx`, but a misread config
 and a scary warning are not something a user should have to reason about, and the pad/eos/vocab
 values are passed explicitly anyway. For the duration of one conversion, the module's `GPT2Config`

@@ -102,7 +102,7 @@ def test_parity_matrix(harness: dict[str, Any]) -> None:
 
 
 class _MisconfiguredSession:
-    """Feeds the graph a different repetition penalty than generate gets: a deliberate flag mismatch."""
+    """Feeds the graph a min_length that generate does not get: a deliberate flag mismatch."""
 
     def __init__(self, session: Any) -> None:
         self._session = session
@@ -111,7 +111,8 @@ class _MisconfiguredSession:
         return self._session.get_inputs()
 
     def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-        feed = dict(feed) | {"repetition_penalty": np.array([3.0], np.float32)}
+        min_length = feed["input_ids"].shape[1] + 10
+        feed = dict(feed) | {"min_length": np.array([min_length], np.int32)}
         return self._session.run(names, feed)
 
 
@@ -127,7 +128,7 @@ def test_parity_check_fails_on_mismatched_flag(harness: dict[str, Any]) -> None:
         result = run_case(case, _MisconfiguredSession(harness["session"]), harness["model"], harness["tokenizer"],
                           dims.pad_token_id, dims.eos_token_id, dims.max_positions)
         verdicts.append(result.verdict)
-    assert Verdict.MISMATCH in verdicts
+    assert verdicts == [Verdict.MISMATCH] * 4
 
 
 def test_unseen_checkpoint_exports_with_default_matrix(wide_biogpt: Path, tmp_path: Path) -> None:

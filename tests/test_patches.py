@@ -19,8 +19,9 @@ def test_convert_generation_still_hardcodes_gpt2config(tiny_biogpt: Path) -> Non
     assert "GPT2Config.from_pretrained(args.model_name_or_path" in source
     misread = cg.GPT2Config.from_pretrained(tiny_biogpt)
     assert type(misread).__name__ == "GPT2Config"
-    assert misread.n_layer == 12  # GPT-2's default, not the checkpoint's layer count
-    assert misread.n_layer != misread.to_dict().get("num_hidden_layers")
+    # Fields GPT-2 names differently take GPT-2's defaults instead of the checkpoint's values.
+    assert misread.activation_function == "gelu_new" and misread.hidden_act == "gelu"
+    assert misread.n_inner is None and misread.intermediate_size == 128
 
 
 def test_patch_reads_own_config_and_restores(tiny_biogpt: Path) -> None:

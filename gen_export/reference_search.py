@@ -1,0 +1,189 @@
+"""A small PyTorch search that follows onnxruntime's BeamSearch / GreedySearch kernel rules.
+
+It exists so the parity report can tell "the graph differs from `generate` because onnxruntime's
+rules differ" apart from a real bug: the graph must equal this reference on every case, and this
+reference equals `generate` wherever the two rule sets coincide (the tests check both).
+
+Rules (onnxruntime contrib_ops/cpu/transformers: beam_search_impl_gpt.h, generation_device_helper.cc,
+logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gpt.cc):
+
+* Positions: real tokens count from 0, left padding gets 0; each step appends mask 1 and position+1.
+* Beam search scores: log_softmax(logits), then processors: repetition penalty over every token
+  already in the sequence, prompt and padding included (score < 0 ? score * p : score / p);
+  no-repeat-ngram; min length (EOS -> -inf while the sequence, padded prompt included, is shorter
+  than min_length). Then the running beam score is added; at the first step only beam 0 is live.
+* Top 2 * num_beams candidates over (beam, token). An EOS candidate ranked below num_beams is
+  skipped; otherwise it finishes a hypothesis: the sequence *without* EOS, scored
+  sum_logprobs / len(sequence) ** length_penalty (prompt included). Other candidates fill the next
+  beams until num_beams are taken.
+* A batch entry is done when num_beams hypotheses exist and (early_stopping, or the worst kept score
+  >= best candidate score / cur_len ** length_penalty).
+* Finalize: every running beam of an unfinished entry is added as a hypothesis (at full length);
+  the best num_return_sequences, sorted by score, are returned, padded with pad_token_id.
+* Greedy: processors on raw logits, argmax; a finished sequence continues with pad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gen_export.architectures.base import ort_position_ids
+
+NextLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SearchFlags:
+    """Flags shared by the graph's inputs/attributes and `generate` (absolute lengths, prompt included)."""
+
+    max_length: int
+    min_length: int = 0
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    early_stopping: bool = False
+
+
+@dataclass
+class SearchOutput:
+    sequences: torch.Tensor  # int64 [batch, nrs, max_length], padded with pad_token_id
+    scores: torch.Tensor | None  # [batch, nrs] for beam search
+
+
+def next_logits_from_model(model: torch.nn.Module) -> NextLogits:
+    """Last-position logits of a causal LM, recomputed from scratch (simple, and cache-free)."""
+
+    @torch.no_grad()
+    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.logits[:, -1, :].float()
+
+    return run
+
+
+def _process(scores: torch.Tensor, sequences: torch.Tensor, flags: SearchFlags, eos: int) -> torch.Tensor:
+    scores = scores.clone()
+    if flags.repetition_penalty != 1.0:
+        for row in range(scores.shape[0]):
+            seen = torch.unique(sequences[row])
+            values = scores[row, seen]
+            scores[row, seen] = torch.where(values < 0, values * flags.repetition_penalty,
+                                            values / flags.repetition_penalty)
+    n = flags.no_repeat_ngram_size
+    if n > 0 and sequences.shape[1] + 1 >= n:
+        for row in range(scores.shape[0]):
+            tokens = sequences[row].tolist()
+            prefix = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+            for i in range(len(tokens) - n + 1):
+                if tuple(tokens[i:i + n - 1]) == prefix:
+                    scores[row, tokens[i + n - 1]] = float("-inf")
+    if sequences.shape[1] < flags.min_length:
+        scores[:, eos] = float("-inf")
+    return scores
+
+
+@dataclass
+class _Hypotheses:
+    num_beams: int
+    length_penalty: float
+    early_stopping: bool
+    items: list[tuple[float, list[int]]]
+
+    def add(self, tokens: list[int], sum_logprobs: float) -> None:
+        score = sum_logprobs / (len(tokens) ** self.length_penalty)
+        if len(self.items) < self.num_beams or score > self.items[-1][0]:
+            self.items.append((score, tokens))
+            self.items.sort(key=lambda item: -item[0])
+            del self.items[self.num_beams:]
+
+    def is_done(self, best_sum_logprobs: float, cur_len: int) -> bool:
+        if len(self.items) < self.num_beams:
+            return False
+        if self.early_stopping:
+            return True
+        return self.items[-1][0] >= best_sum_logprobs / (cur_len ** self.length_penalty)
+
+
+@torch.no_grad()
+def ort_beam_search(
+    next_logits: NextLogits, input_ids: torch.Tensor, attention_mask: torch.Tensor, flags: SearchFlags,
+    eos_token_id: int, pad_token_id: int,
+) -> SearchOutput:
+    batch, k = input_ids.shape[0], flags.num_beams
+    sequences = input_ids.to(torch.int64).repeat_interleave(k, dim=0)
+    mask = attention_mask.to(torch.int64).repeat_interleave(k, dim=0)
+    beam_scores = torch.zeros(batch, k)
+    beam_scores[:, 1:] = -1e9
+    beam_scores = beam_scores.view(-1)
+    hyps = [_Hypotheses(k, flags.length_penalty, flags.early_stopping, []) for _ in range(batch)]
+    done = [False] * batch
+    while sequences.shape[1] < flags.max_length:
+        cur_len = sequences.shape[1]
+        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        scores = _process(torch.log_softmax(logits, dim=-1), sequences, flags, eos_token_id)
+        scores = scores + beam_scores[:, None]
+        vocab = scores.shape[-1]
+        flat = scores.view(batch, k * vocab)
+        top_scores, top_ids = torch.sort(flat, dim=-1, descending=True, stable=True)
+        top_scores, top_ids = top_scores[:, : 2 * k], top_ids[:, : 2 * k]
+        next_scores = torch.zeros(batch, k)
+        next_tokens = torch.full((batch, k), pad_token_id, dtype=torch.int64)
+        next_beams = torch.zeros(batch, k, dtype=torch.int64)
+        for b in range(batch):
+            if done[b]:
+                continue
+            taken = 0
+            for rank in range(2 * k):
+                beam, token = divmod(int(top_ids[b, rank]), vocab)
+                score = float(top_scores[b, rank])
+                if token == eos_token_id:
+                    if rank >= k:
+                        continue
+                    hyps[b].add(sequences[b * k + beam].tolist(), score)
+                else:
+                    next_scores[b, taken], next_tokens[b, taken], next_beams[b, taken] = score, token, beam
+                    taken += 1
+                if taken == k:
+                    break
+            done[b] = hyps[b].is_done(float(top_scores[b].max()), cur_len)
+        source = (torch.arange(batch)[:, None] * k + next_beams).view(-1)
+        sequences = torch.cat([sequences[source], next_tokens.view(-1, 1)], dim=1)
+        mask = torch.cat([mask[source], torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
+        beam_scores = next_scores.view(-1)
+        if all(done):
+            break
+    out = torch.full((batch, flags.num_return_sequences, flags.max_length), pad_token_id, dtype=torch.int64)
+    out_scores = torch.zeros(batch, flags.num_return_sequences)
+    for b in range(batch):
+        if not done[b]:
+            for beam in range(k):
+                hyps[b].add(sequences[b * k + beam].tolist(), float(beam_scores[b * k + beam]))
+        for r, (score, tokens) in enumerate(hyps[b].items[: flags.num_return_sequences]):
+            out[b, r, : len(tokens)] = torch.tensor(tokens)
+            out_scores[b, r] = score
+    return SearchOutput(out, out_scores)
+
+
+@torch.no_grad()
+def ort_greedy_search(
+    next_logits: NextLogits, input_ids: torch.Tensor, attention_mask: torch.Tensor, flags: SearchFlags,
+    eos_token_id: int, pad_token_id: int,
+) -> SearchOutput:
+    sequences = input_ids.to(torch.int64)
+    mask = attention_mask.to(torch.int64)
+    finished = torch.zeros(sequences.shape[0], dtype=torch.bool)
+    while sequences.shape[1] < flags.max_length and not bool(finished.all()):
+        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        tokens = _process(logits, sequences, flags, eos_token_id).argmax(dim=-1)
+        tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
+        finished |= tokens == eos_token_id
+        sequences = torch.cat([sequences, tokens[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(tokens[:, None])], dim=1)
+    out = torch.full((sequences.shape[0], 1, flags.max_length), pad_token_id, dtype=torch.int64)
+    out[:, 0, : sequences.shape[1]] = sequences
+    return SearchOutput(out, None)
