@@ -145,7 +145,7 @@ def graph_feed(ids: np.ndarray, mask: np.ndarray, flags: SearchFlags, input_name
     return {name: values[name] for name in input_names}
 
 
-def generate_config(flags: SearchFlags, pad: int, eos: int) -> GenerationConfig:
+def generate_config(flags: SearchFlags, pad: int, eos: int, bos: int | None = None) -> GenerationConfig:
     """A fresh config, so a checkpoint's generation_config.json cannot add flags the graph lacks."""
     return GenerationConfig(
         do_sample=False,
@@ -159,6 +159,8 @@ def generate_config(flags: SearchFlags, pad: int, eos: int) -> GenerationConfig:
         early_stopping=flags.early_stopping,
         pad_token_id=pad,
         eos_token_id=eos,
+        # The graph has no BOS notion; naming the model's own keeps transformers from "fixing" the config.
+        bos_token_id=bos,
         use_cache=True,
     )
 
@@ -220,7 +222,7 @@ def run_case(
 
     with torch.no_grad():
         generated = model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=generate_config(case.flags, pad, eos)
+            input_ids=ids, attention_mask=mask, generation_config=generate_config(case.flags, pad, eos, model.config.bos_token_id)
         )
     generated = generated.reshape(len(case.prompts), case.flags.num_return_sequences, -1).numpy()
     generate_tokens = user_tokens(generated, prompt_len, stop)
