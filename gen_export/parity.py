@@ -221,9 +221,8 @@ def run_case(
     graph_tokens = user_tokens(graph_out, prompt_len, stop)
 
     with torch.no_grad():
-        generated = model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=generate_config(case.flags, pad, eos, model.config.bos_token_id)
-        )
+        config = generate_config(case.flags, pad, eos, model.config.bos_token_id)
+        generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     generated = generated.reshape(len(case.prompts), case.flags.num_return_sequences, -1).numpy()
     generate_tokens = user_tokens(generated, prompt_len, stop)
 
