@@ -1,0 +1,31 @@
+"""Encoders for `genexport embed`: the base model of a checkpoint, whatever head it was saved with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from gen_export.architectures.base import Architecture
+
+
+class EncoderArchitecture(Architecture):
+    kind: ClassVar[str] = "encoder"
+    #: The transformers class of the bare encoder (a checkpoint saved as BertForMaskedLM still loads
+    #: its BertModel weights; the head is dropped).
+    base_class_name: ClassVar[str]
+
+    def model_class(self) -> type[PreTrainedModel]:
+        import transformers
+
+        return getattr(transformers, self.base_class_name)
+
+    def uses_token_type_ids(self, config: PretrainedConfig) -> bool:
+        """Only models with more than one token type take `token_type_ids` as a graph input."""
+        return int(getattr(config, "type_vocab_size", 0) or 0) > 1
+
+    def load_model(self, model_dir: Path) -> PreTrainedModel:
+        model = super().load_model(model_dir)
+        return model.to(torch.float32).eval()

