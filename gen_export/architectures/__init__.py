@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from gen_export.architectures.base import Architecture
 
 #: The registry's list: modules imported (and so registered) on first lookup.
-ARCHITECTURE_MODULES: tuple[str, ...] = ("biogpt", "bert", "roberta")
+ARCHITECTURE_MODULES: tuple[str, ...] = ("biogpt", "bert", "roberta", "gpt2", "opt")
 
 _REGISTRY: dict[str, type[Architecture]] = {}
 _loaded = False
