@@ -31,6 +31,7 @@ from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.progress import Steps
 from gen_export.reference_search import SearchFlags
 from gen_export.runtime import graph_io, make_session
+from gen_export.sampling_checks import GREEDY_TOP_P, SamplingReport, run_sampling_checks
 from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph, search_graph_inputs
 
 #: Prompts used when the user gives none: plain biomedical English any BPE vocabulary can encode.
@@ -86,7 +87,8 @@ class GenerationExportResult:
     manifest: Path
     mode: SearchMode
     decoder_validation: DecoderValidation
-    parity: ParityReport | None
+    #: Token parity (beam, greedy), or the statistical checks of a sampling graph (no token parity).
+    parity: ParityReport | SamplingReport | None
     notes: list[str]
     timings: dict[str, float]
 
@@ -106,7 +108,13 @@ def default_matrix(
     prompts: tuple[str, ...], tokenizer: Any, defaults: GenerationDefaults, mode: SearchMode,
     max_positions: int, no_repeat_ngram_size: int = 0, new_tokens: int = 24,
 ) -> list[ParityCase]:
-    """The parity cases run after every export: the user's defaults plus flags where implementations part."""
+    """The parity cases run after every export: the user's defaults plus flags where implementations part.
+
+    Sampling has none: its random stream is not PyTorch's, so no token parity can be claimed; a sampling
+    export runs `sampling_checks` instead.
+    """
+    if mode is SearchMode.SAMPLING:
+        raise ValueError("sampling graphs have no token-parity matrix; see gen_export.sampling_checks")
     tokenizer.padding_side = "left"
 
     def case(name: str, batch: tuple[str, ...], **changes: Any) -> ParityCase:
@@ -161,6 +169,26 @@ def _copy_tokenizer(model_dir: Path, target: Path) -> None:
             shutil.copy2(model_dir / name, target / name)
 
 
+def _check_sampling_settings(mode: SearchMode, temperature: float, top_p: float,
+                             cases: list[ParityCase] | None) -> None:
+    """Sampling attributes only for sampling graphs, in the ranges the operator honours."""
+    if mode is not SearchMode.SAMPLING:
+        if temperature != 1.0 or top_p != 1.0:
+            raise GenExportError(f"temperature/top_p only apply to sampling, not to {mode.value} search",
+                                 "use --search sampling, or drop --temperature/--top-p")
+        return
+    if not temperature > 0:
+        raise GenExportError(f"temperature {temperature:g} must be > 0", "use e.g. --temperature 1.0")
+    if not 0 < top_p <= 1:
+        raise GenExportError(f"top_p {top_p:g} must be in (0, 1]",
+                             "use e.g. --top-p 0.95 (1.0 = no nucleus cut)")
+    if cases is not None:
+        raise GenExportError(
+            "token-parity cases cannot be checked on a sampling graph (its random stream is not PyTorch's)",
+            "drop the cases: a sampling export runs statistical checks (gen_export.sampling_checks) instead",
+        )
+
+
 def export_generation(
     model_dir: Path,
     output: Path,
@@ -168,6 +196,8 @@ def export_generation(
     mode: SearchMode = SearchMode.BEAM,
     defaults: GenerationDefaults | None = None,
     no_repeat_ngram_size: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
     parity: bool = True,
     prompts: tuple[str, ...] | None = None,
     cases: list[ParityCase] | None = None,
@@ -189,7 +219,8 @@ def export_generation(
     if mode is not SearchMode.BEAM:
         defaults = replace(defaults, num_beams=1, num_return_sequences=1)
     check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)
-    if cases is None and parity:
+    _check_sampling_settings(mode, temperature, top_p, cases)
+    if cases is None and parity and mode is not SearchMode.SAMPLING:
         cases = default_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults, mode, loaded.dims.max_positions,
                                no_repeat_ngram_size)
     notes = [n for n in [length_penalty_note(defaults, mode)] if n]
@@ -201,12 +232,33 @@ def export_generation(
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, decoder_path, atol)
             require_passed(validation)
-        spec = SearchGraphSpec.for_model(mode, loaded.dims, no_repeat_ngram_size=no_repeat_ngram_size)
+        sampling = {"temperature": temperature, "top_p": top_p} if mode is SearchMode.SAMPLING else {}
+        spec = SearchGraphSpec.for_model(mode, loaded.dims, no_repeat_ngram_size=no_repeat_ngram_size,
+                                         **sampling)
         graph_path = staging / graph_file(mode)
         with steps.step(f"fuse {mode.value} search operator (convert_generation)"):
             build_search_graph(loaded.checkpoint.path, decoder_path, graph_path, spec)
-        report = None
-        if parity and cases:
+        report: ParityReport | SamplingReport | None = None
+        if parity and mode is SearchMode.SAMPLING:
+            # The same decoder fused with a vanishing top_p: greedy by construction, compared to generate.
+            twin_path = Path(scratch) / "sampling_greedy_twin.onnx"
+            with steps.step("sampling checks: fuse the top_p -> 0 twin"):
+                build_search_graph(loaded.checkpoint.path, decoder_path, twin_path,
+                                   replace(spec, top_p=GREEDY_TOP_P))
+            with steps.step("sampling checks: seeds, nucleus, distribution vs PyTorch"):
+                report = run_sampling_checks(
+                    make_session(graph_path), make_session(twin_path), loaded.model, tokenizer,
+                    prompts or BUILTIN_PROMPTS, temperature=temperature, top_p=top_p,
+                    pad=loaded.dims.pad_token_id, eos=loaded.dims.eos_token_id,
+                    max_positions=loaded.dims.max_positions, no_repeat_ngram_size=no_repeat_ngram_size,
+                )
+            if not report.passed:
+                bad = report.failures[0]
+                raise ParityError(
+                    f"sampling check '{bad.name}' failed ({bad.value:g}, expected {bad.bound}; {bad.detail})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        elif parity and cases:
             with steps.step(f"parity: {len(cases)} cases vs model.generate"):
                 session = make_session(graph_path)
                 report = run_parity(cases, session, loaded.model, tokenizer, loaded.dims.pad_token_id,
