@@ -97,6 +97,9 @@ def beam(
     length_penalty: Annotated[float, typer.Option(help="Default length_penalty input.")] = 1.0,
     repetition_penalty: Annotated[float, typer.Option(help="Default repetition_penalty input.")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(help="Operator attribute, fixed in the graph.")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling only: attribute, fixed in the graph.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Sampling only: nucleus mass, fixed in the graph (no top_k: "
+                                              "onnxruntime's Sampling op has none).")] = 1.0,
     early_stopping: Annotated[bool, typer.Option(help="Refused: the operator's early stop differs.")] = False,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
     prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
@@ -124,7 +127,8 @@ def beam(
         )
         result = export_generation(
             model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
-            parity=parity, prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
+            temperature=temperature, top_p=top_p, parity=parity,
+            prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
         )
         if triton_repo is not None:
             from gen_export.triton import write_generator_repository

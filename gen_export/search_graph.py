@@ -39,7 +39,9 @@ class SearchGraphSpec:
     pad_token_id: int
     vocab_size: int
     no_repeat_ngram_size: int = 0
-    #: Sampling only: baked into the Sampling operator's attributes.
+    #: Sampling only: baked into the Sampling operator's attributes. There is no top_k: onnxruntime's
+    #: Sampling op (and convert_generation) only has temperature, top_p, min_tokens_to_keep, filter_value
+    #: and a "custom" top-p variant with presence_penalty.
     temperature: float = 1.0
     top_p: float = 1.0
 
