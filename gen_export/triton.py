@@ -1,0 +1,327 @@
+"""Triton Inference Server model repositories for genexport's outputs.
+
+Generator: `<name>_tokenizer` (python) -> `<name>_generator` (the fused ONNX graph) ->
+`<name>_detokenizer` (python), chained by the ensemble `<name>` (TEXT + optional parameters ->
+GENERATED_TEXT, SCORES). Embedder: `<name>_tokenizer` -> `<name>_embedding` -> ensemble `<name>`
+(TEXT -> embeddings), dynamically batched.
+
+The ONNX models default to Triton's onnxruntime backend (the official containers); `backend="python"`
+runs the same file with onnxruntime inside the python backend instead (for servers without the
+onnxruntime backend, such as the one bundled in the nvidia-pytriton wheel that the tests use). Every
+config.pbtxt is parsed into Triton's own `ModelConfig` message and the ensemble's maps are checked
+against its members before the repository is moved into place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gen_export.artifacts import read_manifest, staged_output
+from gen_export.errors import GenExportError
+
+MODELS_DIR = Path(__file__).parent / "triton_models"
+_DTYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32", "string": "TYPE_STRING"}
+#: Optional ensemble inputs of the generator, their Triton type and the graph input they feed.
+GENERATOR_PARAMETERS = {
+    "MAX_NEW_TOKENS": ("TYPE_INT32", "max_length"),
+    "MIN_NEW_TOKENS": ("TYPE_INT32", "min_length"),
+    "NUM_BEAMS": ("TYPE_INT32", "num_beams"),
+    "NUM_RETURN_SEQUENCES": ("TYPE_INT32", "num_return_sequences"),
+    "LENGTH_PENALTY": ("TYPE_FP32", "length_penalty"),
+    "REPETITION_PENALTY": ("TYPE_FP32", "repetition_penalty"),
+    "SEED": ("TYPE_INT32", "seed"),
+}
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    root: Path
+    ensemble: str
+    models: tuple[str, ...]
+    backend: str
+
+
+def _dims(dims: list[int | str]) -> str:
+    return "[ " + ", ".join(str(d) if isinstance(d, int) and d > 0 else "-1" for d in dims) + " ]"
+
+
+def _tensor(name: str, dtype: str, dims: str, optional: bool = False) -> str:
+    extra = " optional: true" if optional else ""
+    return f'  {{ name: "{name}" data_type: {dtype} dims: {dims}{extra} }}'
+
+
+def _params(values: dict[str, Any]) -> str:
+    items = []
+    for key, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        items.append(f'parameters {{ key: "{key}" value: {{ string_value: {json.dumps(text)} }} }}')
+    return "\n".join(items)
+
+
+def _config(name: str, body: list[str], inputs: list[str], outputs: list[str], max_batch_size: int,
+            extra: str = "") -> str:
+    return "\n".join([
+        f'name: "{name}"', *body, f"max_batch_size: {max_batch_size}",
+        "input [", ",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]", extra, "",
+    ])
+
+
+_HEADER = """# Written by genexport. Triton's python stub embeds libpython and ignores PYTHONPATH: the serving
+# packages' folders (and this folder, for _common.py) go on sys.path before anything else is imported.
+import os as _os
+import sys as _sys
+
+for _path in [*{paths!r}, _os.path.dirname(_os.path.abspath(__file__))]:
+    if _path not in _sys.path:
+        _sys.path.insert(0, _path)
+# fmt: off
+"""
+
+
+def _python_model(folder: Path, template: str, tokenizer_from: Path | None, python_paths: list[str]) -> None:
+    version = folder / "1"
+    version.mkdir(parents=True)
+    header = _HEADER.format(paths=list(python_paths))
+    (version / "model.py").write_text(header + (MODELS_DIR / template).read_text())
+    shutil.copy2(MODELS_DIR / "_common.py", version / "_common.py")
+    if tokenizer_from is not None:
+        (version / "tokenizer").mkdir()
+        for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                     "special_tokens_map.json", "vocab.txt", "added_tokens.json", "config.json"):
+            if (tokenizer_from / name).is_file():
+                shutil.copy2(tokenizer_from / name, version / "tokenizer" / name)
+
+
+def default_python_paths() -> list[str]:
+    """Where this interpreter's packages live: the python stub ignores PYTHONPATH, so configs name them."""
+    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+
+
+def _onnx_model(folder: Path, onnx_file: Path, name: str, backend: str, inputs: list[str], outputs: list[str],
+                output_names: list[str], max_batch_size: int, python_paths: list[str], extra: str = "") -> None:
+    version = folder / "1"
+    if backend == "python":
+        _python_model(folder, "onnx_runner.py", None, python_paths)
+        body = ['backend: "python"', _params({"outputs": output_names})]
+    else:
+        version.mkdir(parents=True)
+        body = ['platform: "onnxruntime_onnx"']
+    shutil.copy2(onnx_file, version / "model.onnx")
+    data = onnx_file.with_name(onnx_file.name + ".data")
+    if data.is_file():  # external data keeps its file name, which the graph refers to
+        shutil.copy2(data, version / data.name)
+    instance = "instance_group [ { kind: KIND_CPU count: 1 } ]"
+    (folder / "config.pbtxt").write_text(_config(name, body, inputs, outputs, max_batch_size, f"{instance}\n{extra}"))
+
+
+def _ensemble(name: str, inputs: list[str], outputs: list[str], steps: list[tuple[str, dict[str, str],
+              dict[str, str]]], max_batch_size: int) -> str:
+    parts = []
+    for model, input_map, output_map in steps:
+        maps = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in input_map.items()]
+        maps += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in output_map.items()]
+        parts.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }")
+    scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(parts) + "\n  ]\n}"
+    return _config(name, ['platform: "ensemble"'], inputs, outputs, max_batch_size, scheduling)
+
+
+def _prepare(export_dir: Path, backend: str, command: tuple[str, ...]) -> dict[str, Any]:
+    if backend not in ("onnxruntime", "python"):
+        raise GenExportError(f"unknown Triton backend '{backend}'", "use --backend onnxruntime or python")
+    manifest = read_manifest(export_dir)
+    if manifest["command"] not in command:
+        raise GenExportError(
+            f"{export_dir} holds a '{manifest['command']}' export, not one of {', '.join(command)}",
+            "point at the output folder of the matching genexport command",
+        )
+    return manifest
+
+
+def write_generator_repository(
+    export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
+    force: bool = False, python_paths: list[str] | None = None,
+) -> TritonRepository:
+    """Tokenizer -> fused generation graph -> detokenizer, and the ensemble that chains them."""
+    export_dir = Path(export_dir)
+    manifest = _prepare(export_dir, backend, ("beam", "greedy", "sampling"))
+    name = name or "generator"
+    settings = manifest["settings"]
+    graph_name = next(iter(manifest["graph"]))
+    io = manifest["graph"][graph_name]
+    graph_inputs: list[str] = settings["graph_inputs"]
+    defaults = dict(settings["generation_defaults"])
+    paths = python_paths if python_paths is not None else default_python_paths()
+    request_defaults = {
+        "MAX_NEW_TOKENS": DEFAULT_MAX_NEW_TOKENS, "MIN_NEW_TOKENS": 0, "NUM_BEAMS": defaults["num_beams"],
+        "NUM_RETURN_SEQUENCES": defaults["num_return_sequences"], "LENGTH_PENALTY": defaults["length_penalty"],
+        "REPETITION_PENALTY": defaults["repetition_penalty"], "SEED": 0,
+    }
+    parameters = [p for p, (_, graph_input) in GENERATOR_PARAMETERS.items() if graph_input in graph_inputs]
+    tokenizer_model, generator_model, detokenizer_model = f"{name}_tokenizer", f"{name}_generator", \
+        f"{name}_detokenizer"
+    graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
+    outputs = [t["name"] for t in io["outputs"]]
+
+    with staged_output(Path(repo_dir), force) as root:
+        # Tokenizer: TEXT + optional parameters -> every graph input.
+        _python_model(root / tokenizer_model, "generator_tokenizer.py", export_dir / "tokenizer", paths)
+        tok_inputs = [_tensor("TEXT", "TYPE_STRING", "[ -1 ]")]
+        tok_inputs += [_tensor(p, GENERATOR_PARAMETERS[p][0], "[ 1 ]", optional=True) for p in parameters]
+        tok_outputs = [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
+                       for n in graph_inputs]
+        (root / tokenizer_model / "config.pbtxt").write_text(_config(
+            tokenizer_model, ['backend: "python"', _params({
+                "defaults": request_defaults, "graph_inputs": graph_inputs,
+                "max_positions": settings["dims"]["max_positions"]})],
+            tok_inputs, tok_outputs, 0, "instance_group [ { kind: KIND_CPU count: 1 } ]"))
+        # Generator: the one-file graph; [1]-shaped scalar inputs make it unbatchable (max_batch_size 0).
+        _onnx_model(root / generator_model, export_dir / graph_name, generator_model, backend,
+                    [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
+                     for n in graph_inputs],
+                    [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"])) for n in outputs],
+                    outputs, 0, paths)
+        # Detokenizer: sequences + the padded prompt -> text.
+        _python_model(root / detokenizer_model, "generator_detokenizer.py", export_dir / "tokenizer", paths)
+        search = settings["search"]
+        (root / detokenizer_model / "config.pbtxt").write_text(_config(
+            detokenizer_model, ['backend: "python"', _params({
+                "eos_token_id": str(search["eos_token_id"]),
+                "pad_token_id": str(search["pad_token_id"])})],
+            [_tensor("sequences", "TYPE_INT32", _dims(graph_tensors["sequences"]["dims"])),
+             _tensor("input_ids", "TYPE_INT32", "[ -1, -1 ]")],
+            [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")], 0,
+            "instance_group [ { kind: KIND_CPU count: 1 } ]"))
+        # Ensemble.
+        ens_outputs = [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")]
+        steps = [
+            (tokenizer_model, {"TEXT": "TEXT", **{p: p for p in parameters}}, {n: f"_{n}" for n in graph_inputs}),
+            (generator_model, {n: f"_{n}" for n in graph_inputs}, {n: f"_{n}" for n in outputs}),
+            (detokenizer_model, {"sequences": "_sequences", "input_ids": "_input_ids"},
+             {"GENERATED_TEXT": "GENERATED_TEXT"}),
+        ]
+        if "sequences_scores" in outputs:
+            ens_outputs.append(_tensor("SCORES", "TYPE_FP32", "[ -1, -1 ]"))
+            steps[1] = (generator_model, steps[1][1], {"sequences": "_sequences", "sequences_scores": "SCORES"})
+        else:
+            steps[1] = (generator_model, steps[1][1], {"sequences": "_sequences"})
+        (root / name).mkdir()
+        (root / name / "1").mkdir()
+        (root / name / "config.pbtxt").write_text(_ensemble(name, tok_inputs, ens_outputs, steps, 0))
+        (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults))
+        validate_repository(root)
+    return TritonRepository(Path(repo_dir).resolve(), name, (tokenizer_model, generator_model, detokenizer_model,
+                                                              name), backend)
+
+
+def write_embedding_repository(
+    export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
+    force: bool = False, python_paths: list[str] | None = None, max_batch_size: int = 32,
+) -> TritonRepository:
+    """Tokenizer -> embedding graph, chained by an ensemble; dynamic batching on both members."""
+    export_dir = Path(export_dir)
+    manifest = _prepare(export_dir, backend, ("embed",))
+    name = name or "embedder"
+    settings = manifest["settings"]
+    inputs = [spec["name"] for spec in settings["inputs"]]
+    output = settings["output"]
+    out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in output["dims"][1:]) + " ]"
+    paths = python_paths if python_paths is not None else default_python_paths()
+    tokenizer_model, embedding_model = f"{name}_tokenizer", f"{name}_embedding"
+    batching = "dynamic_batching { max_queue_delay_microseconds: 2000 }"
+    with staged_output(Path(repo_dir), force) as root:
+        _python_model(root / tokenizer_model, "embedding_tokenizer.py", export_dir, paths)
+        (root / tokenizer_model / "config.pbtxt").write_text(_config(
+            tokenizer_model, ['backend: "python"', _params({
+                "max_length": str(settings["tokenizer"]["max_length"]), "outputs": inputs})],
+            [_tensor("TEXT", "TYPE_STRING", "[ 1 ]")],
+            [_tensor(n, "TYPE_INT64", "[ -1 ]") for n in inputs], max_batch_size,
+            f"instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n{batching}"))
+        _onnx_model(root / embedding_model, export_dir / "embedding.onnx", embedding_model, backend,
+                    [_tensor(n, "TYPE_INT64", "[ -1 ]") for n in inputs],
+                    [_tensor("embeddings", "TYPE_FP32", out_dims)], ["embeddings"], max_batch_size, paths, batching)
+        steps = [
+            (tokenizer_model, {"TEXT": "TEXT"}, {n: f"_{n}" for n in inputs}),
+            (embedding_model, {n: f"_{n}" for n in inputs}, {"embeddings": "embeddings"}),
+        ]
+        (root / name).mkdir()
+        (root / name / "1").mkdir()
+        (root / name / "config.pbtxt").write_text(_ensemble(
+            name, [_tensor("TEXT", "TYPE_STRING", "[ 1 ]")], [_tensor("embeddings", "TYPE_FP32", out_dims)],
+            steps, max_batch_size))
+        validate_repository(root)
+    return TritonRepository(Path(repo_dir).resolve(), name, (tokenizer_model, embedding_model, name), backend)
+
+
+def load_configs(root: Path) -> dict[str, Any]:
+    """Every config.pbtxt under `root`, parsed into Triton's `ModelConfig` (typos and bad fields fail)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    configs = {}
+    for path in sorted(root.glob("*/config.pbtxt")):
+        config = model_config_pb2.ModelConfig()
+        try:
+            text_format.Parse(path.read_text(), config)
+        except text_format.ParseError as error:
+            raise GenExportError(f"{path} is not a valid Triton ModelConfig ({error})",
+                                 "report this as a genexport bug") from None
+        if config.name != path.parent.name:
+            raise GenExportError(f"{path} names model '{config.name}' in folder '{path.parent.name}'",
+                                 "report this as a genexport bug")
+        configs[config.name] = config
+    return configs
+
+
+def validate_repository(root: Path) -> None:
+    """Schema-check every config and every ensemble map against the member models' configs."""
+    configs = load_configs(root)
+    for config in configs.values():
+        if config.platform != "ensemble":
+            continue
+        produced = {t.name for t in config.input}
+        for step in config.ensemble_scheduling.step:
+            member = configs.get(step.model_name)
+            if member is None:
+                raise GenExportError(f"ensemble {config.name} calls unknown model {step.model_name}",
+                                     "report this as a genexport bug")
+            member_inputs = {t.name: t for t in member.input}
+            for key, value in step.input_map.items():
+                if key not in member_inputs:
+                    raise GenExportError(f"{step.model_name} has no input {key}", "report this as a genexport bug")
+                if value not in produced:
+                    raise GenExportError(f"ensemble {config.name} feeds {key} from {value}, which nothing produces",
+                                         "report this as a genexport bug")
+            required = {n for n, t in member_inputs.items() if not t.optional}
+            if missing := required - set(step.input_map):
+                raise GenExportError(f"ensemble {config.name} leaves {step.model_name} inputs {sorted(missing)} "
+                                     "unfed", "report this as a genexport bug")
+            member_outputs = {t.name for t in member.output}
+            for key, value in step.output_map.items():
+                if key not in member_outputs:
+                    raise GenExportError(f"{step.model_name} has no output {key}", "report this as a genexport bug")
+                produced.add(value)
+        for output in config.output:
+            if output.name not in produced:
+                raise GenExportError(f"ensemble {config.name} output {output.name} is never produced",
+                                     "report this as a genexport bug")
+
+
+def _generator_readme(name: str, parameters: list[str], defaults: dict[str, Any]) -> str:
+    rows = "\n".join(f"| `{p}` | {defaults[p]} |" for p in parameters)
+    return f"""# Triton model repository for `{name}` (written by genexport)
+
+Send `TEXT` (BYTES, one string per prompt) to the ensemble `{name}`; it returns `GENERATED_TEXT`
+(BYTES, [prompts, returned sequences]) and, for beam search, `SCORES`. Optional [1]-shaped inputs:
+
+| input | default |
+|---|---|
+{rows}
+
+`MAX_NEW_TOKENS`/`MIN_NEW_TOKENS` count tokens after the (left-padded) prompt.
+"""
