@@ -198,6 +198,30 @@ def embed(
 
 
 @app.command()
+def triton(
+    export_dir: Annotated[Path, typer.Argument(help="An output folder of `genexport beam` or `genexport embed`.")],
+    repo_dir: Annotated[Path, typer.Argument(help="The Triton model repository to write.")],
+    backend: Annotated[str, typer.Option(
+        help="onnxruntime (official Triton containers) or python (runs the ONNX file with onnxruntime inside "
+             "the python backend, for servers without the onnxruntime backend).")] = "onnxruntime",
+    name: Annotated[str | None, typer.Option(help="Ensemble name (default: generator / embedder).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Write a Triton model repository (tokenizer, model, ensemble) for an existing export."""
+    from gen_export.artifacts import read_manifest
+    from gen_export.triton import write_embedding_repository, write_generator_repository
+
+    try:
+        command = read_manifest(export_dir)["command"]
+        writer = write_embedding_repository if command == "embed" else write_generator_repository
+        repository = writer(export_dir, repo_dir, name=name, backend=backend, force=force)
+    except GenExportError as error:
+        raise _fail(error) from None
+    console.print(f"wrote Triton model repository {repository.root}: models {', '.join(repository.models)} "
+                  f"(ensemble '{repository.ensemble}', {repository.backend} backend)")
+
+
+@app.command()
 def info(folder: Annotated[Path, typer.Argument(help="An output folder written by genexport.")]) -> None:
     """Print the manifest (genexport.json) of an export."""
     from gen_export.artifacts import read_manifest

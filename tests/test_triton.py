@@ -198,3 +198,17 @@ def test_repository_writer_refuses_wrong_export(embedding_export, tmp_path: Path
     with pytest.raises(GenExportError, match="holds a 'embed' export"):
         write_generator_repository(embedding_export.output, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_triton_command_and_bad_folder(embedding_export, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gen_export.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["triton", str(embedding_export.output), str(tmp_path / "repo"), "--backend", "python"])
+    assert ok.exit_code == 0, ok.output
+    assert set(load_configs(tmp_path / "repo")) == {"embedder", "embedder_tokenizer", "embedder_embedding"}
+    bad = runner.invoke(app, ["triton", str(tmp_path / "missing"), str(tmp_path / "repo2")])
+    assert bad.exit_code == 2 and "has no genexport.json" in bad.output
+    assert not (tmp_path / "repo2").exists()
