@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,12 +193,20 @@ def cache_root() -> Path:
 def cached_checkpoint(size: str = "tiny", seed: int = 0) -> Path:
     """Build once into the cache (atomically: temp folder then rename), then reuse."""
     target = cache_root() / f"{size}-seed{seed}-{_version_hash()}"
+    return build_cached(target, lambda staging: build_checkpoint(staging, size=size, seed=seed))
+
+
+def build_cached(target: Path, build: Callable[[Path], object]) -> Path:
+    """Reuse `target` if complete; else build into a temp folder beside it and rename it into place.
+
+    A crash never leaves a half-written cache entry, and when two processes race the first rename wins.
+    """
     if (target / "genexport_demo.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_checkpoint(staging, size=size, seed=seed)
+        build(staging)
         try:
             staging.rename(target)
         except OSError:  # another process finished first: keep theirs

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from gen_export.demo import CORPUS, cache_root
+from gen_export.demo import CORPUS, build_cached, cache_root
 
 FIXTURE_VERSION = 1
 
@@ -173,8 +173,7 @@ def cached_checkpoint(kind: str, seed: int = 0) -> Path:
     if kind not in SHAPES:
         raise ValueError(f"unknown fixture kind {kind!r}; use one of {sorted(SHAPES)}")
     target = cache_root() / f"{kind}-seed{seed}-{_version_hash(kind)}"
-    if (target / "genexport_demo.json").is_file():
-        return target
+    return build_cached(target, lambda staging: build_checkpoint(kind, staging, seed))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
