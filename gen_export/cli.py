@@ -135,9 +135,9 @@ def beam(
 
             write_generator_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
-        steps.close()
         raise _fail(error) from None
-    steps.close()
+    finally:
+        steps.close()
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if result.parity is not None:
@@ -179,9 +179,9 @@ def embed(
 
             write_embedding_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
-        steps.close()
         raise _fail(error) from None
-    steps.close()
+    finally:
+        steps.close()
     table = Table(title=f"Embedding parity (pooling {result.pooling}, normalize {result.normalize})")
     for column in ("graph", "reference", "min cosine", "mean cosine", "max abs"):
         table.add_column(column)
