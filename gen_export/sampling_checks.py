@@ -45,6 +45,12 @@ DEFAULT_DRAWS = 2000
 DEFAULT_TV_BOUND = 0.05
 #: A chi-square p-value below this fails the run (a correct sampler fails it once in 10,000 exports).
 MIN_P_VALUE = 1e-4
+#: Bytes of first-step logits (draws x prompt x vocabulary x 4) one batch of draws may produce; above it
+#: the draws are split into batches with spaced seeds (a real GPT-2 vocabulary at 2000 draws: ~3 GB).
+MAX_LOGIT_BYTES = 256 * 2**20
+#: Seed spacing between such batches: onnxruntime's engine is minstd_rand0, whose first output for
+#: adjacent seeds differs by only 16807 / (2^31 - 1), so neighbouring seeds would start almost alike.
+SEED_STRIDE = 104_729
 #: Expected count below which tokens are pooled into one "other" bin.
 MIN_EXPECTED = 5.0
 #: The distribution test's bins: the most likely tokens, each its own bin, plus one pooled bin. For a
@@ -213,9 +219,14 @@ def distribution_check(
         entropy = float(-(q[q > 0] * q[q > 0].log()).sum())
         candidates.append((entropy, prompt, ids, mask, q, kept, wide))
     entropy, prompt, ids, mask, q, kept, wide = max(candidates, key=lambda c: c[0])
-    batch_ids = ids[None].repeat(draws, 1).numpy()
-    batch_mask = mask[None].repeat(draws, 1).numpy()
-    drawn = _sample(session, batch_ids, batch_mask, ids.shape[0] + 1, seed)[:, ids.shape[0]]
+    per_batch = max(1, min(draws, MAX_LOGIT_BYTES // (4 * ids.shape[0] * q.shape[0])))
+    drawn_parts = []
+    for k, start in enumerate(range(0, draws, per_batch)):
+        n = min(per_batch, draws - start)
+        out = _sample(session, ids[None].repeat(n, 1).numpy(), mask[None].repeat(n, 1).numpy(),
+                      ids.shape[0] + 1, seed + SEED_STRIDE * k)
+        drawn_parts.append(out[:, ids.shape[0]])
+    drawn = np.concatenate(drawn_parts)
     drawn = np.where(drawn == pad, eos, drawn)  # the operator writes pad for EOS: one bin for both
     end_allowed = bool(wide[eos]) or bool(wide[pad])
     q = q.clone()
@@ -245,6 +256,7 @@ def distribution_check(
     return {
         "prompt": prompt,
         "draws": draws,
+        "draw_batches": len(drawn_parts),
         "nucleus_size": int(kept.sum()),
         "nucleus_entropy_nats": round(entropy, 4),
         "bins": labels,

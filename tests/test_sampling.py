@@ -197,6 +197,22 @@ def test_distribution_check_detects_wrong_temperature_and_top_p(biogpt: dict[str
     assert narrow["outside_nucleus"] > 50, narrow
 
 
+def test_draws_split_into_batches_keep_the_distribution(biogpt: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large vocabularies split the draws (memory); spaced seeds keep the batches independent enough."""
+    import gen_export.sampling_checks as checks
+
+    dims = biogpt["dims"]
+    vocab = biogpt["model"].config.vocab_size
+    monkeypatch.setattr(checks, "MAX_LOGIT_BYTES", 4 * vocab * 1500)  # 1500 / prompt length rows a batch
+    split = distribution_check(biogpt["session"], biogpt["model"], biogpt["tokenizer"], DEMO_PROMPTS,
+                               TEMPERATURE, TOP_P, draws=2000, seed=3, eos=dims.eos_token_id,
+                               pad=dims.pad_token_id)
+    assert split["draw_batches"] >= 5
+    assert split["total_variation"] < DEFAULT_TV_BOUND and split["p_value"] > 1e-4
+    assert split["outside_nucleus"] == 0
+
+
 def test_default_matrix_refuses_sampling(biogpt: dict[str, Any]) -> None:
     defaults = GenerationDefaults(max_length=40)
     with pytest.raises(ValueError, match="no token-parity matrix"):
