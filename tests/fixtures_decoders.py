@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,20 +167,8 @@ def _version_hash(kind: str) -> str:
 
 
 def cached_checkpoint(kind: str, seed: int = 0) -> Path:
-    """Build once into genexport's demo cache (temp folder then rename, as demo.py does), then reuse."""
+    """Build once into genexport's demo cache (demo.build_cached: temp folder then rename), then reuse."""
     if kind not in SHAPES:
         raise ValueError(f"unknown fixture kind {kind!r}; use one of {sorted(SHAPES)}")
     target = cache_root() / f"{kind}-seed{seed}-{_version_hash(kind)}"
     return build_cached(target, lambda staging: build_checkpoint(kind, staging, seed))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build_checkpoint(kind, staging, seed)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
