@@ -160,7 +160,7 @@ def write_generator_repository(
     request_defaults = {
         "MAX_NEW_TOKENS": DEFAULT_MAX_NEW_TOKENS, "MIN_NEW_TOKENS": 0, "NUM_BEAMS": defaults["num_beams"],
         "NUM_RETURN_SEQUENCES": defaults["num_return_sequences"], "LENGTH_PENALTY": defaults["length_penalty"],
-        "REPETITION_PENALTY": defaults["repetition_penalty"], "SEED": 0,
+        "REPETITION_PENALTY": defaults["repetition_penalty"], "SEED": -1,
     }
     parameters = [p for p, (_, graph_input) in GENERATOR_PARAMETERS.items() if graph_input in graph_inputs]
     tokenizer_model, generator_model, detokenizer_model = f"{name}_tokenizer", f"{name}_generator", \
@@ -323,5 +323,7 @@ Send `TEXT` (BYTES, one string per prompt) to the ensemble `{name}`; it returns 
 |---|---|
 {rows}
 
-`MAX_NEW_TOKENS`/`MIN_NEW_TOKENS` count tokens after the (left-padded) prompt.
+`MAX_NEW_TOKENS`/`MIN_NEW_TOKENS` count tokens after the (left-padded) prompt. For sampling graphs,
+`SEED` < 0 (the default) draws a fresh seed per request; a fixed `SEED` >= 0 repeats its draws
+(onnxruntime treats seed 0 like "no seed", so 0 is as fixed as any other value).
 """

@@ -2,6 +2,7 @@
 
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ class TritonPythonModel:
         if tensor is None:
             return self.defaults[name]
         return tensor.as_numpy().reshape(-1)[0].item()
+
+    def _seed(self, request: Any) -> int:
+        """A negative SEED (the default) draws a fresh one: onnxruntime treats 0 and "no seed" alike,
+        so a fixed default would give every request the same random stream."""
+        seed = int(self._value(request, "SEED"))
+        return seed if seed >= 0 else int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
     def _one(self, request: Any) -> Any:
         texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
@@ -57,7 +64,7 @@ class TritonPythonModel:
             "num_return_sequences": np.array([returned], np.int32),
             "length_penalty": np.array([self._value(request, "LENGTH_PENALTY")], np.float32),
             "repetition_penalty": np.array([repetition], np.float32),
-            "seed": np.array([int(self._value(request, "SEED"))], np.int32),
+            "seed": np.array([self._seed(request)], np.int32),
         }
         return pb_utils.InferenceResponse([pb_utils.Tensor(n, values[n]) for n in self.graph_inputs])
 
