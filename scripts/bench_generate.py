@@ -1,0 +1,207 @@
+"""Generation speed, side by side in one process: PyTorch `generate`, an ONNX decoder driven by a Python
+beam loop (optimum's ORTModelForCausalLM), and genexport's one-file BeamSearch graph.
+
+Random-weight models are built by the script (BioGPT shapes; for the optimum contender a GPT-2 of the
+same hidden size, layers, heads and vocabulary, since optimum has no BioGPT config). Every contender
+generates exactly the same number of tokens (min length = max length), runs alternate, and the table
+shows medians with min/max, tokens per second, ratios to `generate`, and the fp32 weight-streaming
+floor: parameter bytes / measured memory bandwidth, once per decoding step.
+
+    .venv/bin/python scripts/bench_generate.py [--quick] [--shapes tiny mid base] [--batch 1 4]
+        [--new-tokens 32 128] [--runs 3] [--out benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from gen_export.demo import build_tokenizer
+from gen_export.generation import GenerationDefaults, export_generation
+from gen_export.runtime import make_session
+
+SHAPES = {
+    "tiny": {"hidden": 64, "layers": 2, "heads": 4, "vocab": 400},
+    "mid": {"hidden": 512, "layers": 6, "heads": 8, "vocab": 42384},
+    "base": {"hidden": 1024, "layers": 24, "heads": 16, "vocab": 42384},
+}
+BEAMS = 4
+THREADS = 2
+
+
+@dataclass
+class Timing:
+    contender: str
+    shape: str
+    batch: int
+    new_tokens: int
+    seconds: list[float]
+    params: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes per second of a large array copy (read + write), best of `repeats`."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best
+
+
+def build_biogpt(folder: Path, shape: dict[str, int]) -> tuple[Path, int]:
+    build_tokenizer(folder)
+    config = BioGptConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                          num_attention_heads=shape["heads"], intermediate_size=4 * shape["hidden"],
+                          max_position_embeddings=512, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    model = BioGptForCausalLM(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder, sum(p.numel() for p in model.parameters())
+
+
+def build_gpt2_optimum(folder: Path, shape: dict[str, int]) -> Path:
+    from optimum.exporters.onnx import main_export
+
+    config = GPT2Config(vocab_size=shape["vocab"], n_embd=shape["hidden"], n_layer=shape["layers"],
+                        n_head=shape["heads"], n_positions=512, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).eval().save_pretrained(folder / "torch", safe_serialization=True)
+    main_export(str(folder / "torch"), output=folder / "onnx", task="text-generation-with-past", do_validation=False)
+    return folder / "onnx"
+
+
+def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int, scratch: Path) -> list[Timing]:
+    shape = SHAPES[name]
+    model_dir, params = build_biogpt(scratch / f"biogpt-{name}", shape)
+    graph = export_generation(model_dir, scratch / f"graph-{name}", parity=False,
+                              defaults=GenerationDefaults(max_length=64, length_penalty=0.0)).graph_onnx
+    session = make_session(graph, threads=THREADS)
+    model = BioGptForCausalLM.from_pretrained(model_dir).eval()
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    ort_loop = ORTModelForCausalLM.from_pretrained(build_gpt2_optimum(scratch / f"gpt2-{name}", shape),
+                                                   use_cache=True, provider="CPUExecutionProvider")
+    results = []
+    for batch in batches:
+        generator = torch.Generator().manual_seed(batch)
+        ids = torch.randint(3, shape["vocab"], (batch, 8), generator=generator)
+        mask = torch.ones_like(ids)
+        for new in new_tokens:
+            total = ids.shape[1] + new
+            kwargs = {"num_beams": BEAMS, "do_sample": False, "max_length": total, "min_length": total,
+                      "length_penalty": 0.0, "pad_token_id": 1, "eos_token_id": 2}
+            feed = {"input_ids": ids.numpy().astype(np.int32), "attention_mask": mask.numpy().astype(np.int32),
+                    "max_length": np.array([total], np.int32), "min_length": np.array([total], np.int32),
+                    "num_beams": np.array([BEAMS], np.int32), "num_return_sequences": np.array([1], np.int32),
+                    "length_penalty": np.array([0.0], np.float32), "repetition_penalty": np.array([1.0], np.float32)}
+            contenders: dict[str, Callable[[], object]] = {
+                "torch generate":
+                    lambda kw=kwargs, i=ids, m=mask: model.generate(input_ids=i, attention_mask=m, **kw),
+                "optimum ORT + Python beam loop (GPT-2 same dims)":
+                    lambda kw=kwargs, i=ids, m=mask: ort_loop.generate(input_ids=i, attention_mask=m, **kw),
+                "genexport fused BeamSearch fp32": lambda f=feed: session.run(["sequences"], f),
+            }
+            times: dict[str, list[float]] = {c: [] for c in contenders}
+            for run in range(runs + 1):  # the first round warms up and is dropped
+                for contender, call in contenders.items():
+                    with torch.no_grad():
+                        start = time.perf_counter()
+                        call()
+                        elapsed = time.perf_counter() - start
+                    if run:
+                        times[contender].append(elapsed)
+            results += [Timing(c, name, batch, new, t, params) for c, t in times.items()]
+    return results
+
+
+def table(results: list[Timing], bandwidth: float) -> str:
+    lines = [
+        f"Threads: torch {THREADS}, onnxruntime intra-op {THREADS}; {BEAMS} beams; memory bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s (array copy).",
+        "",
+        "| shape | batch | new tokens | contender | median s | min–max s | tokens/s | vs generate | floor s "
+        "| floor / median |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    baseline = {(r.shape, r.batch, r.new_tokens): r.median for r in results if r.contender == "torch generate"}
+    for r in results:
+        floor = r.params * 4 / bandwidth * r.new_tokens
+        base = baseline[(r.shape, r.batch, r.new_tokens)]
+        lines.append(
+            f"| {r.shape} ({r.params / 1e6:.1f}M) | {r.batch} | {r.new_tokens} | {r.contender} | {r.median:.3f} | "
+            f"{min(r.seconds):.3f}–{max(r.seconds):.3f} | {r.batch * r.new_tokens / r.median:.1f} | "
+            f"{base / r.median:.2f}x | {floor:.3f} | {floor / r.median:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[Timing], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = sorted({(r.shape, r.batch, r.new_tokens) for r in results})
+    contenders = list(dict.fromkeys(r.contender for r in results))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / len(contenders)
+    for i, contender in enumerate(contenders):
+        values = [next(r.median for r in results if (r.shape, r.batch, r.new_tokens) == g and r.contender == contender)
+                  for g in groups]
+        ax.bar([x + i * width for x in range(len(groups))], values, width, label=contender)
+    ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(groups))])
+    ax.set_xticklabels([f"{s}\nb{b} n{n}" for s, b, n in groups])
+    ax.set_ylabel("seconds (median)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="genexport generation benchmark")
+    parser.add_argument("--quick", action="store_true", help="tiny shape, batch 1, 8 new tokens, 1 run")
+    parser.add_argument("--shapes", nargs="+", default=["tiny", "mid", "base"], choices=sorted(SHAPES))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--new-tokens", nargs="+", type=int, default=[32])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write generate.md (+ generate.png) here")
+    args = parser.parse_args()
+    if args.quick:
+        args.shapes, args.batch, args.new_tokens, args.runs = ["tiny"], [1], [8], 1
+    torch.set_num_threads(THREADS)
+    bandwidth = memory_bandwidth()
+    results: list[Timing] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for shape in args.shapes:
+            results += bench_shape(shape, args.batch, args.new_tokens, args.runs, Path(scratch))
+    text = table(results, bandwidth)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "generate.md").write_text("# Generation benchmark\n\n" + text + "\n")
+        if plot(results, args.out / "generate.png"):
+            print(f"wrote {args.out / 'generate.md'} and {args.out / 'generate.png'}")
+
+
+if __name__ == "__main__":
+    main()
