@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gen_export.errors import GenExportError
+from gen_export.precision import Precision
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export Hugging Face checkpoints to ONNX Runtime / Triton artifacts, with parity proof.")
@@ -41,6 +42,13 @@ def _default_decoder_model() -> Path:
         "trained for seconds on a toy corpus, for demonstration and tests only.[/yellow]"
     )
     return path
+
+
+def _precision(value: str) -> Precision:
+    try:
+        return Precision(value)
+    except ValueError:
+        raise GenExportError(f"unknown precision '{value}'", "use --precision fp32, int8 or int4") from None
 
 
 def _timings_table(timings: dict[str, float]) -> Table:
@@ -104,6 +112,8 @@ def beam(
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
     prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
+    precision: Annotated[str, typer.Option(
+        help="Decoder weights: fp32, int8 (dynamic MatMul) or int4 (MatMulNBits); fp16 needs CUDA.")] = "fp32",
 ) -> None:
     """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
     from gen_export.generation import GenerationDefaults, export_generation, read_prompts
@@ -129,6 +139,7 @@ def beam(
             model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
             temperature=temperature, top_p=top_p, parity=parity,
             prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
+            precision=_precision(precision),
         )
         if triton_repo is not None:
             from gen_export.triton import write_generator_repository

@@ -28,6 +28,7 @@ from gen_export.decoder import (
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
+from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
 from gen_export.reference_search import SearchFlags
 from gen_export.runtime import graph_io, make_session
@@ -204,12 +205,15 @@ def export_generation(
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     atol: float = DEFAULT_ATOL,
+    precision: Precision = Precision.FP32,
     steps: Steps | None = None,
 ) -> GenerationExportResult:
     """Export `model_dir` as one generation graph in `output`; raises on any failed check."""
     steps = steps or Steps()
     output = Path(output)
     check_output_target(output, force)
+    precision = Precision(precision)
+    check_precision(precision, sampling=mode is SearchMode.SAMPLING)
     with steps.step("load checkpoint"):
         loaded: LoadedDecoder = load_decoder(model_dir)
         tokenizer = loaded.architecture.load_tokenizer(loaded.checkpoint.path)
@@ -236,8 +240,10 @@ def export_generation(
         spec = SearchGraphSpec.for_model(mode, loaded.dims, no_repeat_ngram_size=no_repeat_ngram_size,
                                          **sampling)
         graph_path = staging / graph_file(mode)
+        # The fp32 graph is always built and checked; a quantized graph is measured against it below.
+        fp32_path = graph_path if precision is Precision.FP32 else Path(scratch) / f"fp32_{graph_file(mode)}"
         with steps.step(f"fuse {mode.value} search operator (convert_generation)"):
-            build_search_graph(loaded.checkpoint.path, decoder_path, graph_path, spec)
+            build_search_graph(loaded.checkpoint.path, decoder_path, fp32_path, spec)
         report: ParityReport | SamplingReport | None = None
         if parity and mode is SearchMode.SAMPLING:
             # The same decoder fused with a vanishing top_p: greedy by construction, compared to generate.
@@ -260,7 +266,7 @@ def export_generation(
                 )
         elif parity and cases:
             with steps.step(f"parity: {len(cases)} cases vs model.generate"):
-                session = make_session(graph_path)
+                session = make_session(fp32_path)
                 report = run_parity(cases, session, loaded.model, tokenizer, loaded.dims.pad_token_id,
                                     loaded.dims.eos_token_id, loaded.dims.max_positions)
             if not report.passed:
@@ -270,6 +276,20 @@ def export_generation(
                     f"(first: '{bad.case.name}': graph {bad.graph} vs generate {bad.generate})",
                     "report this as a genexport bug with the checkpoint; nothing was written",
                 )
+        agreement = None
+        if precision is not Precision.FP32:
+            quantized = Path(scratch) / f"decoder.{precision.value}.onnx"
+            with steps.step(f"quantize decoder ({precision.value}) and fuse"):
+                quantize_decoder(decoder_path, quantized, precision)
+                build_search_graph(loaded.checkpoint.path, quantized, graph_path, spec)
+            if cases:
+                with steps.step(f"agreement of {precision.value} with fp32 on {len(cases)} cases"):
+                    agreement = measure_agreement(cases, make_session(graph_path), make_session(fp32_path),
+                                                  tokenizer, loaded.dims.pad_token_id, loaded.dims.eos_token_id,
+                                                  precision)
+                notes.append(f"{precision.value}: {agreement.identical_sequences}/{agreement.sequences} sequences "
+                             f"and {agreement.token_agreement:.1%} of tokens identical to the fp32 graph "
+                             "(which itself passed token parity with generate)")
         _copy_tokenizer(loaded.checkpoint.path, staging / TOKENIZER_DIR)
         Manifest(
             command=mode.value,
@@ -282,9 +302,11 @@ def export_generation(
                 "search": spec.as_dict(),
                 "graph_inputs": search_graph_inputs(mode),
                 "generation_defaults": asdict(defaults),
+                "precision": precision.value,
                 "notes": notes,
             },
-            validation={"decoder": validation.as_dict()},
+            validation={"decoder": validation.as_dict()} | (
+                {"agreement_with_fp32": agreement.as_dict()} if agreement else {}),
             parity=report.as_dict() if report else None,
         ).write(staging)
     output = output.resolve()

@@ -27,6 +27,7 @@ from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHead
 
 from gen_export.demo import build_tokenizer
 from gen_export.generation import GenerationDefaults, export_generation
+from gen_export.precision import Precision
 from gen_export.runtime import make_session
 
 SHAPES = {
@@ -86,12 +87,16 @@ def build_gpt2_optimum(folder: Path, shape: dict[str, int]) -> Path:
     return folder / "onnx"
 
 
-def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int, scratch: Path) -> list[Timing]:
+def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int, scratch: Path,
+                precisions: list[str]) -> list[Timing]:
     shape = SHAPES[name]
     model_dir, params = build_biogpt(scratch / f"biogpt-{name}", shape)
-    graph = export_generation(model_dir, scratch / f"graph-{name}", parity=False,
-                              defaults=GenerationDefaults(max_length=64, length_penalty=0.0)).graph_onnx
-    session = make_session(graph, threads=THREADS)
+    sessions = {
+        precision: make_session(export_generation(
+            model_dir, scratch / f"graph-{name}-{precision}", parity=False, precision=Precision(precision),
+            defaults=GenerationDefaults(max_length=64, length_penalty=0.0)).graph_onnx, threads=THREADS)
+        for precision in precisions
+    }
     model = BioGptForCausalLM.from_pretrained(model_dir).eval()
     from optimum.onnxruntime import ORTModelForCausalLM
 
@@ -115,8 +120,10 @@ def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int,
                     lambda kw=kwargs, i=ids, m=mask: model.generate(input_ids=i, attention_mask=m, **kw),
                 "optimum ORT + Python beam loop (GPT-2 same dims)":
                     lambda kw=kwargs, i=ids, m=mask: ort_loop.generate(input_ids=i, attention_mask=m, **kw),
-                "genexport fused BeamSearch fp32": lambda f=feed: session.run(["sequences"], f),
             }
+            for precision, session in sessions.items():
+                contenders[f"genexport fused BeamSearch {precision}"] = \
+                    lambda f=feed, s=session: s.run(["sequences"], f)
             times: dict[str, list[float]] = {c: [] for c in contenders}
             for run in range(runs + 1):  # the first round warms up and is dropped
                 for contender, call in contenders.items():
@@ -184,6 +191,7 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--new-tokens", nargs="+", type=int, default=[32])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "int8", "int4"], choices=["fp32", "int8", "int4"])
     parser.add_argument("--out", type=Path, default=None, help="write generate.md (+ generate.png) here")
     args = parser.parse_args()
     if args.quick:
@@ -193,7 +201,7 @@ def main() -> None:
     results: list[Timing] = []
     with tempfile.TemporaryDirectory() as scratch:
         for shape in args.shapes:
-            results += bench_shape(shape, args.batch, args.new_tokens, args.runs, Path(scratch))
+            results += bench_shape(shape, args.batch, args.new_tokens, args.runs, Path(scratch), args.precision)
     text = table(results, bandwidth)
     print(text)
     if args.out:

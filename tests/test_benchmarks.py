@@ -15,9 +15,10 @@ def test_bench_generate_quick(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[4].strip() for row in rows] == [
-        "torch generate", "optimum ORT + Python beam loop (GPT-2 same dims)", "genexport fused BeamSearch fp32"]
+        "torch generate", "optimum ORT + Python beam loop (GPT-2 same dims)", "genexport fused BeamSearch fp32",
+        "genexport fused BeamSearch int8", "genexport fused BeamSearch int4"]
     for row in rows:
         median = float(row.split("|")[5])
         assert median > 0
-    assert (tmp_path / "generate.md").read_text().count("| tiny") == 3
+    assert (tmp_path / "generate.md").read_text().count("| tiny") == 5
     assert (tmp_path / "generate.png").stat().st_size > 1000

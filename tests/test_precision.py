@@ -1,0 +1,48 @@
+"""--precision: quantized decoders inside the fused graph, measured against the fp32 graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from gen_export.cli import app
+from gen_export.errors import GenExportError
+from gen_export.generation import export_generation
+from gen_export.precision import Precision
+
+
+def _decoder_ops(graph: Path) -> set[str]:
+    model = onnx.load(str(graph))
+    decoder = next(a.g for a in model.graph.node[0].attribute if a.name == "decoder")
+    return {n.op_type for n in decoder.node}
+
+
+@pytest.mark.parametrize(("precision", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_quantized_graph_is_measured_against_fp32(tiny_biogpt: Path, tmp_path: Path, precision: str, op: str) -> None:
+    result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision))
+    ops = _decoder_ops(result.graph_onnx)
+    assert op in ops or (precision == "int8" and "DynamicQuantizeMatMul" in ops), ops
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["settings"]["precision"] == precision
+    agreement = manifest["validation"]["agreement_with_fp32"]
+    assert agreement["sequences"] > 0 and 0.0 <= agreement["sequence_agreement"] <= 1.0
+    assert 0.0 <= agreement["token_agreement"] <= 1.0
+    assert result.parity is not None and result.parity.passed  # the fp32 graph still proves the export
+    assert any(note.startswith(f"{precision}: ") for note in result.notes)
+
+
+def test_fp32_graph_has_no_quantized_ops(tiny_biogpt: Path, tmp_path: Path) -> None:
+    result = export_generation(tiny_biogpt, tmp_path / "fp32", parity=False)
+    assert not {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits"} & _decoder_ops(result.graph_onnx)
+
+
+def test_fp16_refused_on_cpu(tiny_biogpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(GenExportError, match="fp16 needs CUDA"):
+        export_generation(tiny_biogpt, tmp_path / "o", precision=Precision.FP16)
+    assert not (tmp_path / "o").exists()
+    out = CliRunner().invoke(app, ["beam", str(tiny_biogpt), "--output", str(tmp_path / "o"), "--precision", "int3"])
+    assert out.exit_code == 2 and "unknown precision 'int3'" in out.output
