@@ -17,7 +17,9 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -172,3 +174,18 @@ def cached_checkpoint(kind: str, seed: int = 0) -> Path:
         raise ValueError(f"unknown fixture kind {kind!r}; use one of {sorted(SHAPES)}")
     target = cache_root() / f"{kind}-seed{seed}-{_version_hash(kind)}"
     return build_cached(target, lambda staging: build_checkpoint(kind, staging, seed))
+
+
+class WrongMinLengthSession:
+    """Feeds a graph a min_length that generate does not get: a deliberate flag mismatch, so parity tests
+    can show they fail."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def get_inputs(self) -> Any:
+        return self._session.get_inputs()
+
+    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+        min_length = feed["input_ids"].shape[1] + 10
+        return self._session.run(names, dict(feed) | {"min_length": np.array([min_length], np.int32)})

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from fixtures_decoders import cached_checkpoint
+from fixtures_decoders import WrongMinLengthSession, cached_checkpoint
 
 from gen_export.architectures import get_architecture, supported
 from gen_export.decoder import export_decoder, load_decoder
@@ -196,18 +196,6 @@ def test_greedy_gpt2_output_after_eos_is_pad_then_stale(greedy_exports: dict[str
     assert expected[: len(generated) + 1] == [*generated, 0]
 
 
-class _WrongMinLengthSession:
-    """Feeds the graph a min_length that generate does not get: a deliberate flag mismatch."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-
-    def get_inputs(self) -> Any:
-        return self._session.get_inputs()
-
-    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-        min_length = feed["input_ids"].shape[1] + 10
-        return self._session.run(names, dict(feed) | {"min_length": np.array([min_length], np.int32)})
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])
@@ -219,7 +207,7 @@ def test_greedy_parity_can_fail(kind: str, greedy_exports: dict[str, GenerationE
     for prompt in DEMO_PROMPTS[:4]:
         plen = _prompt_len(h["tokenizer"], (prompt,))
         case = ParityCase("mismatched", (prompt,), SearchFlags(max_length=plen + 20, num_beams=1))
-        result = run_case(case, _WrongMinLengthSession(h["session"]), h["model"], h["tokenizer"],
+        result = run_case(case, WrongMinLengthSession(h["session"]), h["model"], h["tokenizer"],
                           d.pad_token_id, d.eos_token_id, d.max_positions)
         # The graph's min_length only changes rows that generate ends before 10 new tokens: exactly those
         # must be reported as mismatches, the others still match.

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import pytest
+from fixtures_decoders import WrongMinLengthSession
 
 from gen_export.generation import export_generation
 from gen_export.parity import ParityCase, Verdict, run_case, run_parity
@@ -103,19 +103,6 @@ def test_parity_matrix(harness: dict[str, Any]) -> None:
     assert len(report.results) == 29
 
 
-class _MisconfiguredSession:
-    """Feeds the graph a min_length that generate does not get: a deliberate flag mismatch."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-
-    def get_inputs(self) -> Any:
-        return self._session.get_inputs()
-
-    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-        min_length = feed["input_ids"].shape[1] + 10
-        feed = dict(feed) | {"min_length": np.array([min_length], np.int32)}
-        return self._session.run(names, feed)
 
 
 def test_parity_check_fails_on_mismatched_flag(harness: dict[str, Any]) -> None:
@@ -127,7 +114,7 @@ def test_parity_check_fails_on_mismatched_flag(harness: dict[str, Any]) -> None:
         plen = _prompt_len(harness["tokenizer"], (prompt,))
         case = ParityCase("mismatched", (prompt,), SearchFlags(max_length=plen + 20, num_beams=4,
                                                                 length_penalty=0.0))
-        result = run_case(case, _MisconfiguredSession(harness["session"]), harness["model"], harness["tokenizer"],
+        result = run_case(case, WrongMinLengthSession(harness["session"]), harness["model"], harness["tokenizer"],
                           dims.pad_token_id, dims.eos_token_id, dims.max_positions)
         verdicts.append(result.verdict)
     assert verdicts == [Verdict.MISMATCH] * 4
