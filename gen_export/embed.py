@@ -321,8 +321,9 @@ def export_embedding(
         normalize = normalize if normalize is not None else bool(st and st.normalize)
         model = architecture.load_model(model_dir)
         tokenizer = architecture.load_tokenizer(model_dir)
-        max_length = int((st.max_seq_length if st and st.max_seq_length else None)
-                         or min(getattr(model.config, "max_position_embeddings", 512), 512))
+        # sentence-transformers' max_seq_length if set, never beyond what the position table holds.
+        max_length = min(int(st.max_seq_length) if st and st.max_seq_length else 512,
+                         architecture.max_tokens(model.config))
         token_types = architecture.uses_token_type_ids(model.config)
     wrapper = PooledEncoder(model, chosen, normalize).eval()
     input_specs, output_spec = embedding_io_spec(model.config, token_types, chosen)

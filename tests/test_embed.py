@@ -183,3 +183,42 @@ def test_embed_missing_tokenizer(tiny_bert: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["embed", str(folder), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "tokenizer files" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer RoBERTa with a byte-level BPE tokenizer learned from genexport's corpus."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    from gen_export.demo import CORPUS
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(CORPUS)], vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt")) \
+        .save_pretrained(folder)
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1)
+    RobertaModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_roberta_matches_pytorch_without_token_types(tiny_roberta: Path, tmp_path: Path, pooling: str) -> None:
+    from transformers import RobertaModel, RobertaTokenizerFast
+
+    result = export_embedding(tiny_roberta, tmp_path / "o", pooling=pooling, normalize=True)
+    graph = onnx.load(str(result.embedding_onnx))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask"]  # one token type: no input
+    tokenizer = RobertaTokenizerFast.from_pretrained(tiny_roberta)
+    feed = {k: v.numpy() for k, v in tokenizer(UNSEEN, padding=True, return_tensors="pt").items()}
+    assert feed["attention_mask"].min() == 0
+    actual = make_session(result.embedding_onnx).run(["embeddings"], feed)[0]
+    model = RobertaModel.from_pretrained(tiny_roberta).eval()
+    with torch.no_grad():
+        hidden = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state
+        expected = pool(hidden, torch.from_numpy(feed["attention_mask"]), pooling, True).numpy()
+    assert cosines(expected, actual).min() >= 0.99999

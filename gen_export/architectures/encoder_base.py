@@ -26,6 +26,10 @@ class EncoderArchitecture(Architecture):
         """Only models with more than one token type take `token_type_ids` as a graph input."""
         return int(getattr(config, "type_vocab_size", 0) or 0) > 1
 
+    def max_tokens(self, config: PretrainedConfig) -> int:
+        """The longest input (special tokens included) the position embeddings can hold."""
+        return int(getattr(config, "max_position_embeddings", 512) or 512)
+
     def load_model(self, model_dir: Path) -> PreTrainedModel:
         model = super().load_model(model_dir)
         return model.to(torch.float32).eval()

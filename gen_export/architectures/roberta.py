@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from transformers import PretrainedConfig
+
 from gen_export.architectures import register
 from gen_export.architectures.encoder_base import EncoderArchitecture
 
@@ -9,6 +11,10 @@ from gen_export.architectures.encoder_base import EncoderArchitecture
 class _Roberta(EncoderArchitecture):
     base_class_name = "RobertaModel"
     tokenizer_files = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+    def max_tokens(self, config: PretrainedConfig) -> int:
+        # RoBERTa numbers positions from padding_idx + 1, so that many table rows are never usable.
+        return int(config.max_position_embeddings) - int(config.pad_token_id) - 1
 
 
 @register
