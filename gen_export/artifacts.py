@@ -25,6 +25,20 @@ MANIFEST_NAME = "genexport.json"
 TRACKED_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "numpy")
 
 
+#: What a tokenizer needs to load offline with AutoTokenizer (whichever of these a checkpoint has), plus
+#: config.json, which AutoTokenizer reads to pick the tokenizer class.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "added_tokens.json", "config.json")
+
+
+def copy_tokenizer_files(source: Path, target: Path, extra: tuple[str, ...] = ()) -> None:
+    """Copy the tokenizer files `source` has (and `extra` ones) into `target`, creating it."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (*TOKENIZER_FILES, *extra):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
 def check_output_target(output: Path, force: bool) -> None:
     """Refuse an existing non-empty output folder unless `force`; called before any work starts."""
     if output.exists() and not output.is_dir():

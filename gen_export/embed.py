@@ -26,7 +26,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from gen_export.architectures.encoder_base import EncoderArchitecture
-from gen_export.artifacts import Manifest, check_output_target, staged_output
+from gen_export.artifacts import Manifest, check_output_target, copy_tokenizer_files, staged_output
 from gen_export.checkpoint import open_checkpoint
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET, TensorSpec
@@ -276,10 +276,7 @@ def _copy_tokenizer(model_dir: Path, target: Path, max_length: int) -> None:
     (as a serving tokenizer would) it pads every text to 128 and truncates earlier than
     sentence-transformers does.
     """
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                 "merges.txt", "config.json"):
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, target / name)
+    copy_tokenizer_files(model_dir, target)
     tokenizer_json = target / "tokenizer.json"
     if tokenizer_json.is_file():
         data = json.loads(tokenizer_json.read_text(encoding="utf-8"))

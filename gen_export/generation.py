@@ -8,13 +8,12 @@ Everything is assembled in a staging folder and moved into place only when every
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gen_export.artifacts import Manifest, check_output_target, staged_output
+from gen_export.artifacts import Manifest, check_output_target, copy_tokenizer_files, staged_output
 from gen_export.decoder import (
     DECODER_FILE,
     DEFAULT_ATOL,
@@ -161,15 +160,6 @@ def read_prompts(path: Path) -> tuple[str, ...]:
     return prompts
 
 
-def _copy_tokenizer(model_dir: Path, target: Path) -> None:
-    target.mkdir()
-    names = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-             "vocab.txt", "added_tokens.json", "config.json", "generation_config.json")
-    for name in names:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, target / name)
-
-
 def _check_sampling_settings(mode: SearchMode, temperature: float, top_p: float,
                              cases: list[ParityCase] | None) -> None:
     """Sampling attributes only for sampling graphs, in the ranges the operator honours."""
@@ -290,7 +280,7 @@ def export_generation(
                 notes.append(f"{precision.value}: {agreement.identical_sequences}/{agreement.sequences} sequences "
                              f"and {agreement.token_agreement:.1%} of tokens identical to the fp32 graph "
                              "(which itself passed token parity with generate)")
-        _copy_tokenizer(loaded.checkpoint.path, staging / TOKENIZER_DIR)
+        copy_tokenizer_files(loaded.checkpoint.path, staging / TOKENIZER_DIR, extra=("generation_config.json",))
         Manifest(
             command=mode.value,
             source=loaded.checkpoint.describe(),

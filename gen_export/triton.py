@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_export.artifacts import read_manifest, staged_output
+from gen_export.artifacts import copy_tokenizer_files, read_manifest, staged_output
 from gen_export.errors import GenExportError
 
 MODELS_DIR = Path(__file__).parent / "triton_models"
@@ -91,11 +91,7 @@ def _python_model(folder: Path, template: str, tokenizer_from: Path | None, pyth
     (version / "model.py").write_text(header + (MODELS_DIR / template).read_text())
     shutil.copy2(MODELS_DIR / "_common.py", version / "_common.py")
     if tokenizer_from is not None:
-        (version / "tokenizer").mkdir()
-        for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                     "special_tokens_map.json", "vocab.txt", "added_tokens.json", "config.json"):
-            if (tokenizer_from / name).is_file():
-                shutil.copy2(tokenizer_from / name, version / "tokenizer" / name)
+        copy_tokenizer_files(tokenizer_from, version / "tokenizer")
 
 
 def default_python_paths() -> list[str]:
