@@ -22,3 +22,16 @@ def test_bench_generate_quick(tmp_path: Path) -> None:
         assert median > 0
     assert (tmp_path / "generate.md").read_text().count("| tiny") == 5
     assert (tmp_path / "generate.png").stat().st_size > 1000
+
+
+def test_bench_embed_quick(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_embed.py"), "--quick", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| all-MiniLM")]
+    assert [row[4].strip() for row in rows] == ["PyTorch", "onnxruntime fp32", "onnxruntime optimized",
+                                                 "onnxruntime int8"]
+    cosines = {row[4].strip(): float(row[7]) for row in rows}
+    assert cosines["onnxruntime fp32"] >= 0.99999 and cosines["onnxruntime int8"] < 1.0
+    assert all(float(row[5]) > 0 for row in rows)
+    assert (tmp_path / "embed.md").is_file()
