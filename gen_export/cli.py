@@ -114,6 +114,8 @@ def beam(
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
     precision: Annotated[str, typer.Option(
         help="Decoder weights: fp32, int8 (dynamic MatMul) or int4 (MatMulNBits); fp16 needs CUDA.")] = "fp32",
+    optimize: Annotated[bool, typer.Option(
+        help="Run onnxruntime's transformer optimizer on the decoder first (still parity-checked).")] = False,
 ) -> None:
     """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
     from gen_export.generation import GenerationDefaults, export_generation, read_prompts
@@ -139,7 +141,7 @@ def beam(
             model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
             temperature=temperature, top_p=top_p, parity=parity,
             prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
-            precision=_precision(precision),
+            precision=_precision(precision), optimize=optimize,
         )
         if triton_repo is not None:
             from gen_export.triton import write_generator_repository

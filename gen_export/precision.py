@@ -39,8 +39,28 @@ def check_precision(precision: Precision, sampling: bool) -> None:
         )
 
 
-def quantize_decoder(src: Path, dst: Path, precision: Precision) -> Path:
-    """Quantize the exported decoder's MatMul weights; the graph contract (names, dtypes) is unchanged."""
+def _logits_matmul(model: Any) -> str | None:
+    """The MatMul that produces `logits` (the tied output embedding), if there is one."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers.get("logits")
+    while node is not None and node.op_type != "MatMul":
+        # Walk back through shape-only ops (e.g. a Reshape) to the projection itself.
+        node = producers.get(node.input[0]) if node.op_type in {"Reshape", "Identity", "Cast"} else None
+    return node.name if node is not None else None
+
+
+def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
+                     keep_logits_fp32: bool = False) -> Path:
+    """Quantize the exported decoder's MatMul weights; the graph contract (names, dtypes) is unchanged.
+
+    `keep_logits_fp32` leaves the vocabulary projection unquantized (it decides the beam ranking, but at
+    the BioGPT-base shape it is a quarter of all weight bytes, so it costs speed).
+    """
+    import onnx
+
+    precision = Precision(precision)
+    model = onnx.load(str(decoder_onnx))
+    exclude = [name for name in [_logits_matmul(model)] if name] if keep_logits_fp32 else []
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizers advise pre-processing on the root logger, every time
@@ -48,21 +68,53 @@ def quantize_decoder(src: Path, dst: Path, precision: Precision) -> Path:
         if precision is Precision.INT8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"])
+            # Per-channel: one scale per output column; per-tensor scales lost far more agreement by hand.
+            quantize_dynamic(str(decoder_onnx), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
         elif precision is Precision.INT4:
-            import onnx
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-            quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True,
+            quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True,
+                                             nodes_to_exclude=exclude,
                                              accuracy_level=4)  # int8 activations: the fast CPU kernel
             quantizer.process()
-            quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+            quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
         else:
             raise ValueError(f"nothing to quantize for {precision}")
     finally:
         root.setLevel(level)
-    return dst
+    return out
+
+
+#: Why no Attention node appears after `optimize_decoder` (checked against onnxruntime 1.32's fusions).
+ATTENTION_NOT_FUSED = (
+    "onnxruntime's GPT-2 attention fusion (FusionGptAttention) starts by matching GPT-2's Conv1D output "
+    "projection (Reshape -> Gemm -> Reshape) and a merged qkv MatMul + Split; BioGPT's nn.Linear "
+    "projections export as separate q/k/v MatMul + Add, so the pattern stops at its first step and "
+    "attention stays unfused"
+)
+
+
+def optimize_decoder(decoder_onnx: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """onnxruntime's transformer optimizer (model_type gpt2) on the decoder; returns the fused-op counts.
+
+    opt_level 0: only the Python pattern fusions (SkipLayerNormalization, BiasGelu, LayerNormalization),
+    no onnxruntime graph rewrites baked into the file, so the session still applies its own at load time.
+    The separate first-step ("init") decoder of convert_generation needs fused Attention nodes, which
+    BioGPT does not get (ATTENTION_NOT_FUSED), so it is not built either.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the fusions log every unmatched pattern
+    try:
+        model = optimize_model(str(decoder_onnx), model_type="gpt2", num_heads=num_heads,
+                               hidden_size=hidden_size, opt_level=0, use_gpu=False)
+    finally:
+        root.setLevel(level)
+    model.save_model_to_file(str(out), use_external_data_format=False)
+    return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 
 
 @dataclass
@@ -114,5 +166,6 @@ def measure_agreement(cases: list[ParityCase], quantized: Any, fp32: Any, tokeni
         report.identical_sequences += same_sequences
         report.tokens += total_tokens
         report.identical_tokens += same_tokens
-        report.cases.append({"name": case.name, "identical_sequences": same_sequences, "sequences": total_sequences})
+        report.cases.append({"name": case.name, "identical_sequences": same_sequences,
+                             "sequences": total_sequences})
     return report

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gen_export.cli import app
+from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.errors import GenExportError
 from gen_export.generation import export_generation
-from gen_export.precision import Precision
+from gen_export.precision import Precision, quantize_decoder
 
 
 def _decoder_ops(graph: Path) -> set[str]:
@@ -21,14 +22,25 @@ def _decoder_ops(graph: Path) -> set[str]:
     return {n.op_type for n in decoder.node}
 
 
+def _logits_producer(decoder: Path) -> str:
+    """The op type of the node computing logits, looking through a Reshape."""
+    nodes = onnx.load(str(decoder)).graph.node
+    producers = {o: n for n in nodes for o in n.output}
+    node = producers["logits"]
+    while node.op_type == "Reshape":
+        node = producers[node.input[0]]
+    return node.op_type
+
+
 @pytest.mark.parametrize(("precision", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
-def test_quantized_graph_is_measured_against_fp32(tiny_biogpt: Path, tmp_path: Path, precision: str, op: str) -> None:
+def test_quantized_graph_is_measured_against_fp32(tiny_biogpt: Path, tmp_path: Path, precision: str,
+                                                  op: str) -> None:
     result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision))
     ops = _decoder_ops(result.graph_onnx)
     assert op in ops or (precision == "int8" and "DynamicQuantizeMatMul" in ops), ops
     manifest = json.loads(result.manifest.read_text())
     assert manifest["settings"]["precision"] == precision
-    agreement = manifest["validation"]["agreement_with_fp32"]
+    agreement = manifest["parity"]["agreement_with_fp32"]
     assert agreement["sequences"] > 0 and 0.0 <= agreement["sequence_agreement"] <= 1.0
     assert 0.0 <= agreement["token_agreement"] <= 1.0
     assert result.parity is not None and result.parity.passed  # the fp32 graph still proves the export
@@ -44,5 +56,30 @@ def test_fp16_refused_on_cpu(tiny_biogpt: Path, tmp_path: Path) -> None:
     with pytest.raises(GenExportError, match="fp16 needs CUDA"):
         export_generation(tiny_biogpt, tmp_path / "o", precision=Precision.FP16)
     assert not (tmp_path / "o").exists()
-    out = CliRunner().invoke(app, ["beam", str(tiny_biogpt), "--output", str(tmp_path / "o"), "--precision", "int3"])
+    out = CliRunner().invoke(app, ["beam", str(tiny_biogpt), "--output", str(tmp_path / "o"),
+                                   "--precision", "int3"])
     assert out.exit_code == 2 and "unknown precision 'int3'" in out.output
+
+
+@pytest.mark.parametrize(("precision", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_keep_logits_fp32_leaves_only_the_vocabulary_projection(tiny_biogpt: Path, tmp_path: Path,
+                                                                 precision: str, op: str) -> None:
+    decoder = export_decoder_onnx(load_decoder(tiny_biogpt), tmp_path / "decoder.onnx", 17)
+    quantized = quantize_decoder(decoder, tmp_path / "all.onnx", precision)  # a plain str is accepted
+    kept = quantize_decoder(decoder, tmp_path / "kept.onnx", precision, keep_logits_fp32=True)
+    assert _logits_producer(quantized) != "MatMul"
+    assert _logits_producer(kept) == "MatMul"
+    ops = {n.op_type for n in onnx.load(str(kept)).graph.node}
+    assert op in ops or "DynamicQuantizeMatMul" in ops  # the other MatMuls are still quantized
+
+
+def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -> None:
+    result = export_generation(tiny_biogpt, tmp_path / "opt", optimize=True)
+    assert result.parity is not None and result.parity.passed
+    ops = _decoder_ops(result.graph_onnx)
+    assert "SkipLayerNormalization" in ops and "BiasGelu" in ops, ops
+    manifest = json.loads(result.manifest.read_text())
+    fused = manifest["settings"]["optimize"]
+    assert fused["enabled"] and fused["fused_operators"]["SkipLayerNormalization"] > 0
+    # BioGPT's attention does not fuse; the export says so instead of claiming a faster attention.
+    assert "Attention" not in ops and any("FusionGptAttention" in note for note in result.notes)
