@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,10 +47,14 @@ def bundled_server_root() -> Path:
 
 @dataclass
 class RunningServer:
+    """A started server: `host:port` for tritonclient's HTTP and gRPC clients, and its log."""
+
     process: subprocess.Popen[bytes]
     http_url: str
     grpc_url: str
     log_path: Path
+    command: list[str]
+    env: dict[str, str]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -83,7 +88,8 @@ def bundled_triton_server(repositories: list[Path], timeout_s: float = 120.0) ->
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
-        server = RunningServer(process, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log_path)
+        server = RunningServer(process, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log_path, command,
+                               {"LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"]})
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -94,14 +100,23 @@ def bundled_triton_server(repositories: list[Path], timeout_s: float = 120.0) ->
                     if reply.status == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"tritonserver not ready after {timeout_s:.0f} s:\n{server.log()[-6000:]}")
+                    raise RuntimeError(
+                        f"tritonserver not ready after {timeout_s:.0f} s:\n{server.log()[-6000:]}")
                 time.sleep(0.5)
             yield server
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM by PID (the server then stops its python stubs), SIGKILL after 20 s; then its own process
+    group, which start_new_session made private to it, so a stub orphaned by a crash cannot linger."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
