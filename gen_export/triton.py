@@ -37,10 +37,14 @@ GENERATOR_PARAMETERS = {
     "SEED": ("TYPE_INT32", "seed"),
 }
 DEFAULT_MAX_NEW_TOKENS = 32
+#: Prompts per generator request; beam search holds prompts x beams sequences in memory at once.
+DEFAULT_MAX_PROMPTS = 16
 
 
 @dataclass(frozen=True)
 class TritonRepository:
+    """A written repository: its folder, the ensemble clients call, and every model in it."""
+
     root: Path
     ensemble: str
     models: tuple[str, ...]
@@ -99,8 +103,9 @@ def default_python_paths() -> list[str]:
     return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
 
 
-def _onnx_model(folder: Path, onnx_file: Path, name: str, backend: str, inputs: list[str], outputs: list[str],
-                output_names: list[str], max_batch_size: int, python_paths: list[str], extra: str = "") -> None:
+def _onnx_model(folder: Path, onnx_file: Path, name: str, backend: str, inputs: list[str],
+                outputs: list[str], output_names: list[str], max_batch_size: int, python_paths: list[str],
+                extra: str = "") -> None:
     version = folder / "1"
     if backend == "python":
         _python_model(folder, "onnx_runner.py", None, python_paths)
@@ -113,7 +118,8 @@ def _onnx_model(folder: Path, onnx_file: Path, name: str, backend: str, inputs: 
     if data.is_file():  # external data keeps its file name, which the graph refers to
         shutil.copy2(data, version / data.name)
     instance = "instance_group [ { kind: KIND_CPU count: 1 } ]"
-    (folder / "config.pbtxt").write_text(_config(name, body, inputs, outputs, max_batch_size, f"{instance}\n{extra}"))
+    (folder / "config.pbtxt").write_text(
+        _config(name, body, inputs, outputs, max_batch_size, f"{instance}\n{extra}"))
 
 
 def _ensemble(name: str, inputs: list[str], outputs: list[str], steps: list[tuple[str, dict[str, str],
@@ -122,7 +128,8 @@ def _ensemble(name: str, inputs: list[str], outputs: list[str], steps: list[tupl
     for model, input_map, output_map in steps:
         maps = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in input_map.items()]
         maps += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in output_map.items()]
-        parts.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }")
+        head = f'    {{\n      model_name: "{model}"\n      model_version: -1\n'
+        parts.append(head + "\n".join(maps) + "\n    }")
     scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(parts) + "\n  ]\n}"
     return _config(name, ['platform: "ensemble"'], inputs, outputs, max_batch_size, scheduling)
 
@@ -141,9 +148,17 @@ def _prepare(export_dir: Path, backend: str, command: tuple[str, ...]) -> dict[s
 
 def write_generator_repository(
     export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
-    force: bool = False, python_paths: list[str] | None = None,
+    force: bool = False, python_paths: list[str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
 ) -> TritonRepository:
-    """Tokenizer -> fused generation graph -> detokenizer, and the ensemble that chains them."""
+    """Tokenizer -> fused generation graph -> detokenizer, and the ensemble that chains them.
+
+    The mode (beam, greedy, sampling) and the graph's inputs come from the export's manifest: an
+    ensemble parameter exists only where the graph has the input it feeds. `max_prompts` caps the
+    prompts per request (the graph is unbatchable for Triton, so max_batch_size cannot); `python_paths`
+    are put on sys.path by every model.py (default: this interpreter's site-packages).
+    """
+    if max_prompts < 1:
+        raise GenExportError(f"max_prompts is {max_prompts}", "use at least 1")
     export_dir = Path(export_dir)
     manifest = _prepare(export_dir, backend, ("beam", "greedy", "sampling"))
     name = name or "generator"
@@ -155,13 +170,20 @@ def write_generator_repository(
     paths = python_paths if python_paths is not None else default_python_paths()
     request_defaults = {
         "MAX_NEW_TOKENS": DEFAULT_MAX_NEW_TOKENS, "MIN_NEW_TOKENS": 0, "NUM_BEAMS": defaults["num_beams"],
-        "NUM_RETURN_SEQUENCES": defaults["num_return_sequences"], "LENGTH_PENALTY": defaults["length_penalty"],
+        "NUM_RETURN_SEQUENCES": defaults["num_return_sequences"],
+        "LENGTH_PENALTY": defaults["length_penalty"],
         "REPETITION_PENALTY": defaults["repetition_penalty"], "SEED": -1,
     }
     parameters = [p for p, (_, graph_input) in GENERATOR_PARAMETERS.items() if graph_input in graph_inputs]
-    tokenizer_model, generator_model, detokenizer_model = f"{name}_tokenizer", f"{name}_generator", \
-        f"{name}_detokenizer"
+    tokenizer_model, generator_model, detokenizer_model = (
+        f"{name}_tokenizer", f"{name}_generator", f"{name}_detokenizer")
     graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
+
+    def graph_tensor(tensor: str) -> str:
+        """A member config entry with the graph's own dtype and dims (a mismatch fails at load time)."""
+        spec = graph_tensors[tensor]
+        return _tensor(tensor, _DTYPES[spec["dtype"]], _dims(spec["dims"]))
+
     outputs = [t["name"] for t in io["outputs"]]
 
     with staged_output(Path(repo_dir), force) as root:
@@ -169,21 +191,19 @@ def write_generator_repository(
         _python_model(root / tokenizer_model, "generator_tokenizer.py", export_dir / "tokenizer", paths)
         tok_inputs = [_tensor("TEXT", "TYPE_STRING", "[ -1 ]")]
         tok_inputs += [_tensor(p, GENERATOR_PARAMETERS[p][0], "[ 1 ]", optional=True) for p in parameters]
-        tok_outputs = [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
-                       for n in graph_inputs]
+        tok_outputs = [graph_tensor(n) for n in graph_inputs]
         (root / tokenizer_model / "config.pbtxt").write_text(_config(
             tokenizer_model, ['backend: "python"', _params({
-                "defaults": request_defaults, "graph_inputs": graph_inputs,
-                "max_positions": settings["dims"]["max_positions"]})],
+                "defaults": request_defaults, "graph_inputs": graph_inputs, "max_prompts": str(max_prompts),
+                "max_positions": str(settings["dims"]["max_positions"])})],
             tok_inputs, tok_outputs, 0, "instance_group [ { kind: KIND_CPU count: 1 } ]"))
         # Generator: the one-file graph; [1]-shaped scalar inputs make it unbatchable (max_batch_size 0).
         _onnx_model(root / generator_model, export_dir / graph_name, generator_model, backend,
-                    [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
-                     for n in graph_inputs],
-                    [_tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"])) for n in outputs],
-                    outputs, 0, paths)
+                    [graph_tensor(n) for n in graph_inputs], [graph_tensor(n) for n in outputs], outputs, 0,
+                    paths)
         # Detokenizer: sequences + the padded prompt -> text.
-        _python_model(root / detokenizer_model, "generator_detokenizer.py", export_dir / "tokenizer", paths)
+        _python_model(root / detokenizer_model, "generator_detokenizer.py", export_dir / "tokenizer",
+                      paths)
         search = settings["search"]
         (root / detokenizer_model / "config.pbtxt").write_text(_config(
             detokenizer_model, ['backend: "python"', _params({
@@ -193,33 +213,39 @@ def write_generator_repository(
              _tensor("input_ids", "TYPE_INT32", "[ -1, -1 ]")],
             [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")], 0,
             "instance_group [ { kind: KIND_CPU count: 1 } ]"))
-        # Ensemble.
+        # Ensemble. Internal tensors are prefixed "_"; beam search's scores leave the ensemble as SCORES.
         ens_outputs = [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")]
+        generator_outputs = {"sequences": "_sequences"}
+        if "sequences_scores" in outputs:
+            ens_outputs.append(_tensor("SCORES", "TYPE_FP32", "[ -1, -1 ]"))
+            generator_outputs["sequences_scores"] = "SCORES"
         steps = [
-            (tokenizer_model, {"TEXT": "TEXT", **{p: p for p in parameters}}, {n: f"_{n}" for n in graph_inputs}),
-            (generator_model, {n: f"_{n}" for n in graph_inputs}, {n: f"_{n}" for n in outputs}),
+            (tokenizer_model, {"TEXT": "TEXT", **{p: p for p in parameters}},
+             {n: f"_{n}" for n in graph_inputs}),
+            (generator_model, {n: f"_{n}" for n in graph_inputs}, generator_outputs),
             (detokenizer_model, {"sequences": "_sequences", "input_ids": "_input_ids"},
              {"GENERATED_TEXT": "GENERATED_TEXT"}),
         ]
-        if "sequences_scores" in outputs:
-            ens_outputs.append(_tensor("SCORES", "TYPE_FP32", "[ -1, -1 ]"))
-            steps[1] = (generator_model, steps[1][1], {"sequences": "_sequences", "sequences_scores": "SCORES"})
-        else:
-            steps[1] = (generator_model, steps[1][1], {"sequences": "_sequences"})
         (root / name).mkdir()
         (root / name / "1").mkdir()
         (root / name / "config.pbtxt").write_text(_ensemble(name, tok_inputs, ens_outputs, steps, 0))
-        (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults))
+        (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults, max_prompts))
         validate_repository(root)
-    return TritonRepository(Path(repo_dir).resolve(), name, (tokenizer_model, generator_model, detokenizer_model,
-                                                              name), backend)
+    return TritonRepository(Path(repo_dir).resolve(), name,
+                            (tokenizer_model, generator_model, detokenizer_model, name), backend)
 
 
 def write_embedding_repository(
     export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
     force: bool = False, python_paths: list[str] | None = None, max_batch_size: int = 32,
 ) -> TritonRepository:
-    """Tokenizer -> embedding graph, chained by an ensemble; dynamic batching on both members."""
+    """Tokenizer -> embedding graph, chained by an ensemble; dynamic batching on both members.
+
+    `max_batch_size` (texts per batch, default 32) bounds what the dynamic batcher gathers and what one
+    request may send; Triton itself rejects a larger request.
+    """
+    if max_batch_size < 1:
+        raise GenExportError(f"max_batch_size is {max_batch_size}", "use at least 1")
     export_dir = Path(export_dir)
     manifest = _prepare(export_dir, backend, ("embed",))
     name = name or "embedder"
@@ -240,7 +266,8 @@ def write_embedding_repository(
             f"instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n{batching}"))
         _onnx_model(root / embedding_model, export_dir / "embedding.onnx", embedding_model, backend,
                     [_tensor(n, "TYPE_INT64", "[ -1 ]") for n in inputs],
-                    [_tensor("embeddings", "TYPE_FP32", out_dims)], ["embeddings"], max_batch_size, paths, batching)
+                    [_tensor("embeddings", "TYPE_FP32", out_dims)], ["embeddings"], max_batch_size, paths,
+                    batching)
         steps = [
             (tokenizer_model, {"TEXT": "TEXT"}, {n: f"_{n}" for n in inputs}),
             (embedding_model, {n: f"_{n}" for n in inputs}, {"embeddings": "embeddings"}),
@@ -289,18 +316,22 @@ def validate_repository(root: Path) -> None:
             member_inputs = {t.name: t for t in member.input}
             for key, value in step.input_map.items():
                 if key not in member_inputs:
-                    raise GenExportError(f"{step.model_name} has no input {key}", "report this as a genexport bug")
-                if value not in produced:
-                    raise GenExportError(f"ensemble {config.name} feeds {key} from {value}, which nothing produces",
+                    raise GenExportError(f"{step.model_name} has no input {key}",
                                          "report this as a genexport bug")
+                if value not in produced:
+                    raise GenExportError(
+                        f"ensemble {config.name} feeds {key} from {value}, which nothing produces",
+                        "report this as a genexport bug")
             required = {n for n, t in member_inputs.items() if not t.optional}
             if missing := required - set(step.input_map):
-                raise GenExportError(f"ensemble {config.name} leaves {step.model_name} inputs {sorted(missing)} "
-                                     "unfed", "report this as a genexport bug")
+                raise GenExportError(
+                    f"ensemble {config.name} leaves {step.model_name} inputs {sorted(missing)} unfed",
+                    "report this as a genexport bug")
             member_outputs = {t.name for t in member.output}
             for key, value in step.output_map.items():
                 if key not in member_outputs:
-                    raise GenExportError(f"{step.model_name} has no output {key}", "report this as a genexport bug")
+                    raise GenExportError(f"{step.model_name} has no output {key}",
+                                         "report this as a genexport bug")
                 produced.add(value)
         for output in config.output:
             if output.name not in produced:
@@ -308,12 +339,14 @@ def validate_repository(root: Path) -> None:
                                      "report this as a genexport bug")
 
 
-def _generator_readme(name: str, parameters: list[str], defaults: dict[str, Any]) -> str:
+def _generator_readme(name: str, parameters: list[str], defaults: dict[str, Any], max_prompts: int) -> str:
     rows = "\n".join(f"| `{p}` | {defaults[p]} |" for p in parameters)
     return f"""# Triton model repository for `{name}` (written by genexport)
 
 Send `TEXT` (BYTES, one string per prompt) to the ensemble `{name}`; it returns `GENERATED_TEXT`
-(BYTES, [prompts, returned sequences]) and, for beam search, `SCORES`. Optional [1]-shaped inputs:
+(BYTES, [prompts, returned sequences]) and, for beam search, `SCORES`. At most {max_prompts} prompts
+per request (the generation graph is not batchable by Triton: `max_batch_size: 0`). Optional
+[1]-shaped inputs:
 
 | input | default |
 |---|---|

@@ -1,4 +1,9 @@
-"""Triton repositories: schema-checked configs, and a real tritonserver answering over HTTP and gRPC."""
+"""Triton repositories: schema-checked configs, and a real tritonserver answering over HTTP and gRPC.
+
+One server (the one bundled in the nvidia-pytriton wheel, 127.0.0.1, free ports) loads three python-backend
+repositories for the whole module: beam generator, greedy generator, embedder. The onnxruntime-backend
+variants (for the official containers) are schema-checked and their ONNX files run with the declared tensors.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,33 @@ from transformers import AutoTokenizer
 from gen_export.errors import GenExportError
 from gen_export.generation import GenerationDefaults, export_generation
 from gen_export.runtime import make_session
-from gen_export.triton import load_configs, validate_repository, write_embedding_repository, write_generator_repository
+from gen_export.search_graph import SearchMode
+from gen_export.triton import (
+    DEFAULT_MAX_PROMPTS,
+    load_configs,
+    validate_repository,
+    write_embedding_repository,
+    write_generator_repository,
+)
 
 PROMPTS = ["the patient was treated with", "mutations in tp53 cause", "expression of egfr was reduced in"]
-SENTENCES = ["Kidneys filter blood.", "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase in the liver."]
+SENTENCES = ["Kidneys filter blood.",
+             "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase in the liver."]
 NP_TYPES = {"TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_FP32": np.float32}
+NEW_TOKENS = 32  # the repositories' MAX_NEW_TOKENS default
 
 
 @pytest.fixture(scope="module")
 def generator_export(tiny_biogpt: Path, tmp_path_factory: pytest.TempPathFactory):
     defaults = GenerationDefaults(num_beams=4, length_penalty=0.0)  # where generate and the op agree exactly
     return export_generation(tiny_biogpt, tmp_path_factory.mktemp("gen") / "out", defaults=defaults)
+
+
+@pytest.fixture(scope="module")
+def greedy_export(tiny_biogpt: Path, tmp_path_factory: pytest.TempPathFactory):
+    # Parity is proven by test_generation; here the served text is compared with generate below.
+    return export_generation(tiny_biogpt, tmp_path_factory.mktemp("greedy") / "out", mode=SearchMode.GREEDY,
+                             parity=False)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +56,13 @@ def embedding_export(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def repositories(generator_export, embedding_export, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def repositories(generator_export, greedy_export, embedding_export,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("repos")
     return {
         "gen_python": write_generator_repository(generator_export.output, root / "gen_py", backend="python"),
+        "greedy_python": write_generator_repository(greedy_export.output, root / "greedy_py", name="greedy",
+                                                    backend="python"),
         "emb_python": write_embedding_repository(embedding_export.output, root / "emb_py", backend="python"),
         "gen_ort": write_generator_repository(generator_export.output, root / "gen_ort"),
         "emb_ort": write_embedding_repository(embedding_export.output, root / "emb_ort"),
@@ -46,11 +70,41 @@ def repositories(generator_export, embedding_export, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="module")
-def server(repositories: dict[str, Any]):
+def server(repositories: dict[str, Any], request: pytest.FixtureRequest):
     from gen_export.triton_server import bundled_triton_server
 
-    with bundled_triton_server([repositories["gen_python"].root, repositories["emb_python"].root]) as running:
+    failed_before = request.session.testsfailed
+    roots = [repositories[k].root for k in ("gen_python", "greedy_python", "emb_python")]
+    with bundled_triton_server(roots) as running:
         yield running
+        if request.session.testsfailed > failed_before:  # something failed: show what the server said
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"\n--- tritonserver log ({running.log_path}) ---")
+                reporter.write_line(running.log()[-20000:])
+
+
+def _client(server, protocol: str) -> tuple[Any, Any]:
+    if protocol == "http":
+        import tritonclient.http as module
+
+        return module.InferenceServerClient(server.http_url), module
+    import tritonclient.grpc as module
+
+    return module.InferenceServerClient(server.grpc_url), module
+
+
+def _text_input(module: Any, texts: list[bytes], batched: bool) -> Any:
+    shape = [len(texts), 1] if batched else [len(texts)]
+    tensor = module.InferInput("TEXT", shape, "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=np.object_).reshape(shape))
+    return tensor
+
+
+def _scalar_input(module: Any, name: str, value: int) -> Any:
+    tensor = module.InferInput(name, [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], np.int32))
+    return tensor
 
 
 def test_every_config_parses_as_triton_model_config(repositories: dict[str, Any]) -> None:
@@ -61,15 +115,25 @@ def test_every_config_parses_as_triton_model_config(repositories: dict[str, Any]
     gen = load_configs(repositories["gen_ort"].root)
     assert gen["generator_generator"].platform == "onnxruntime_onnx"
     assert gen["generator_generator"].max_batch_size == 0  # [1]-shaped scalar inputs: not batchable
+    assert gen["generator_tokenizer"].parameters["max_prompts"].string_value == str(DEFAULT_MAX_PROMPTS)
     emb = load_configs(repositories["emb_ort"].root)
     assert emb["embedder_embedding"].max_batch_size == 32
     assert emb["embedder_embedding"].HasField("dynamic_batching")
+    assert emb["embedder_tokenizer"].HasField("dynamic_batching")
     optional = {t.name for t in gen["generator"].input if t.optional}
-    assert optional == {"MAX_NEW_TOKENS", "MIN_NEW_TOKENS", "NUM_BEAMS", "NUM_RETURN_SEQUENCES", "LENGTH_PENALTY",
-                        "REPETITION_PENALTY"}
+    assert optional == {"MAX_NEW_TOKENS", "MIN_NEW_TOKENS", "NUM_BEAMS", "NUM_RETURN_SEQUENCES",
+                        "LENGTH_PENALTY", "REPETITION_PENALTY"}
+    assert {t.name for t in gen["generator"].output} == {"GENERATED_TEXT", "SCORES"}
+    # Greedy: the parameters follow the graph's inputs (no beams, no length penalty), and no scores.
+    greedy = load_configs(repositories["greedy_python"].root)
+    assert {t.name for t in greedy["greedy"].input} == {"TEXT", "MAX_NEW_TOKENS", "MIN_NEW_TOKENS",
+                                                        "REPETITION_PENALTY"}
+    assert {t.name for t in greedy["greedy"].output} == {"GENERATED_TEXT"}
+    assert greedy["greedy_generator"].backend == "python"
 
 
-def test_validation_catches_a_broken_ensemble_and_a_typo(repositories: dict[str, Any], tmp_path: Path) -> None:
+def test_validation_catches_a_broken_ensemble_and_a_typo(repositories: dict[str, Any],
+                                                         tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(repositories["emb_ort"].root, broken)
     ensemble = broken / "embedder" / "config.pbtxt"
@@ -83,73 +147,84 @@ def test_validation_catches_a_broken_ensemble_and_a_typo(repositories: dict[str,
 
 def test_onnxruntime_backend_variant_runs_with_declared_tensors(repositories: dict[str, Any]) -> None:
     """The official containers' variant cannot run here; its ONNX file gets exactly the declared tensors."""
+    from tritonclient.grpc import model_config_pb2
+
     root = repositories["gen_ort"].root
     config = load_configs(root)["generator_generator"]
     session = make_session(root / "generator_generator" / "1" / "model.onnx")
-    from tritonclient.grpc import model_config_pb2
-
     declared = {t.name: NP_TYPES[model_config_pb2.DataType.Name(t.data_type)] for t in config.input}
     assert [i.name for i in session.get_inputs()] == list(declared)
     values = {"input_ids": np.array([[2, 50, 60]]), "attention_mask": np.ones((1, 3)), "max_length": [12],
               "min_length": [0], "num_beams": [2], "num_return_sequences": [1], "length_penalty": [0.0],
               "repetition_penalty": [1.0]}
-    out = session.run([t.name for t in config.output], {n: np.asarray(values[n], dtype=t) for n, t in declared.items()})
+    out = session.run([t.name for t in config.output],
+                      {n: np.asarray(values[n], dtype=t) for n, t in declared.items()})
     assert out[0].shape == (1, 1, 12) and out[0].dtype == np.int32
 
+    emb_root = repositories["emb_ort"].root
+    emb = load_configs(emb_root)["embedder_embedding"]
+    session = make_session(emb_root / "embedder_embedding" / "1" / "model.onnx")
+    feed = {t.name: np.ones((2, 5), NP_TYPES[model_config_pb2.DataType.Name(t.data_type)]) for t in emb.input}
+    (embeddings,) = session.run([t.name for t in emb.output], feed)
+    assert embeddings.shape == (2, *emb.output[0].dims)  # dims exclude the batch dim (max_batch_size > 0)
 
-def _expected_generation(tiny_biogpt: Path, prompts: list[str], new_tokens: int, beams: int) -> list[str]:
+
+def _expected_generation(tiny_biogpt: Path, prompts: list[str],
+                         beams: int) -> tuple[list[str], np.ndarray | None]:
+    """What `model.generate` says for the same flags: the text after the padded prompt, and beam scores."""
     from transformers import BioGptForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_biogpt)
     tokenizer.padding_side = "left"
     model = BioGptForCausalLM.from_pretrained(tiny_biogpt, attn_implementation="eager").eval()
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    beam_flags = {"length_penalty": 0.0, "early_stopping": False} if beams > 1 else {}
     with torch.no_grad():
-        out = model.generate(**batch, do_sample=False, num_beams=beams, length_penalty=0.0, early_stopping=False,
-                             max_length=batch["input_ids"].shape[1] + new_tokens, pad_token_id=1, eos_token_id=2)
+        out = model.generate(**batch, do_sample=False, num_beams=beams, **beam_flags, pad_token_id=1,
+                             eos_token_id=2, max_length=batch["input_ids"].shape[1] + NEW_TOKENS,
+                             output_scores=True, return_dict_in_generate=True)
     texts = []
-    for row in out[:, batch["input_ids"].shape[1]:].tolist():
+    for row in out.sequences[:, batch["input_ids"].shape[1]:].tolist():
         cut = row[: next((i for i, t in enumerate(row) if t in (1, 2)), len(row))]
         texts.append(tokenizer.decode(cut, skip_special_tokens=True))
-    return texts
+    scores = out.sequences_scores.numpy() if beams > 1 else None
+    return texts, scores
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_generator_ensemble_equals_generate(server, tiny_biogpt: Path, protocol: str) -> None:
     client, module = _client(server, protocol)
-    text = module.InferInput("TEXT", [len(PROMPTS)], "BYTES")
-    text.set_data_from_numpy(np.array([p.encode() for p in PROMPTS], dtype=np.object_))
-    beams = module.InferInput("NUM_BEAMS", [1], "INT32")
-    beams.set_data_from_numpy(np.array([2], np.int32))
-    for inputs, num_beams in (([text], 4), ([text, beams], 2)):
+    text = _text_input(module, [p.encode() for p in PROMPTS], batched=False)
+    for inputs, num_beams in (([text], 4), ([text, _scalar_input(module, "NUM_BEAMS", 2)], 2)):
         result = client.infer("generator", inputs)
         got = [t.decode() for t in result.as_numpy("GENERATED_TEXT")[:, 0]]
-        assert got == _expected_generation(tiny_biogpt, PROMPTS, 32, num_beams)
+        expected, scores = _expected_generation(tiny_biogpt, PROMPTS, num_beams)
+        assert all(expected)  # the demo model writes something: an empty answer would prove little
+        assert got == expected
         assert result.as_numpy("SCORES").shape == (len(PROMPTS), 1)
+        # length_penalty 0: both sides score a beam by its summed log-probabilities.
+        np.testing.assert_allclose(result.as_numpy("SCORES")[:, 0], scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_greedy_ensemble_equals_generate(server, tiny_biogpt: Path, protocol: str) -> None:
+    client, module = _client(server, protocol)
+    result = client.infer("greedy", [_text_input(module, [p.encode() for p in PROMPTS], batched=False)])
+    got = [t.decode() for t in result.as_numpy("GENERATED_TEXT")[:, 0]]
+    assert got == _expected_generation(tiny_biogpt, PROMPTS, 1)[0]
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_embedder_ensemble_equals_onnxruntime(server, embedding_export, protocol: str) -> None:
     client, module = _client(server, protocol)
-    text = module.InferInput("TEXT", [len(SENTENCES), 1], "BYTES")
-    text.set_data_from_numpy(np.array([[s.encode()] for s in SENTENCES], dtype=np.object_))
-    got = client.infer("embedder", [text]).as_numpy("embeddings")
+    got = client.infer("embedder", [_text_input(module, [s.encode() for s in SENTENCES], batched=True)])
+    got = got.as_numpy("embeddings")
     tokenizer = AutoTokenizer.from_pretrained(embedding_export.output)
-    feed = {k: v for k, v in tokenizer(SENTENCES, padding=True, truncation=True, max_length=256,
-                                       return_tensors="np").items()}
+    feed = dict(tokenizer(SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="np"))
     expected = make_session(embedding_export.embedding_onnx).run(["embeddings"], feed)[0]
+    assert got.shape == expected.shape
     cos = (got * expected).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(expected, axis=-1)
     assert cos.min() >= 0.99999
-
-
-def _client(server, protocol: str) -> tuple[Any, Any]:
-    if protocol == "http":
-        import tritonclient.http as module
-
-        return module.InferenceServerClient(server.http_url), module
-    import tritonclient.grpc as module
-
-    return module.InferenceServerClient(server.grpc_url), module
 
 
 @pytest.mark.parametrize(
@@ -158,9 +233,15 @@ def _client(server, protocol: str) -> tuple[Any, Any]:
         ("generator", [b""], {}, "TEXT is empty"),
         ("generator", [b"\xff\xfe bad"], {}, "not valid UTF-8"),
         ("generator", [b"the patient was treated with"], {"MAX_NEW_TOKENS": 100000}, "exceeds the model's"),
+        ("generator", [b"the patient " * 2000], {}, "exceeds the model's"),
         ("generator", [b"the patient was treated with"], {"NUM_BEAMS": 0}, "NUM_BEAMS is 0"),
+        ("generator", [b"the patient was treated with"], {"NUM_BEAMS": 2, "NUM_RETURN_SEQUENCES": 3},
+         "NUM_RETURN_SEQUENCES is 3"),
+        ("generator", [b"aspirin"] * (DEFAULT_MAX_PROMPTS + 1), {}, f"send at most {DEFAULT_MAX_PROMPTS}"),
+        ("greedy", [b"ok", b""], {}, "TEXT is empty"),
         ("embedder", [b"x"] * 33, {}, "batch-size must be <= 32"),
         ("embedder", [b"   "], {}, "TEXT is empty"),
+        ("embedder", [b"\xc3\x28"], {}, "not valid UTF-8"),
     ],
 )
 def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, model: str, texts: list[bytes],
@@ -169,35 +250,48 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, model: s
     from tritonclient.utils import InferenceServerException
 
     client = module.InferenceServerClient(server.http_url)
-    shape = [len(texts)] if model == "generator" else [len(texts), 1]
-    text = module.InferInput("TEXT", shape, "BYTES")
-    text.set_data_from_numpy(np.array(texts, dtype=np.object_).reshape(shape))
-    inputs = [text]
-    for name, value in extra.items():
-        tensor = module.InferInput(name, [1], "INT32")
-        tensor.set_data_from_numpy(np.array([value], np.int32))
-        inputs.append(tensor)
+    batched = model == "embedder"
+    inputs = [_text_input(module, texts, batched)]
+    inputs += [_scalar_input(module, name, value) for name, value in extra.items()]
     with pytest.raises(InferenceServerException, match=needle):
         client.infer(model, inputs)
-    good = module.InferInput("TEXT", [1] if model == "generator" else [1, 1], "BYTES")
-    good.set_data_from_numpy(np.array([b"the drug inhibits"], dtype=np.object_).reshape(good.shape()))
-    out = client.infer(model, [good])
-    assert out.as_numpy("GENERATED_TEXT" if model == "generator" else "embeddings") is not None
+    out = client.infer(model, [_text_input(module, [b"the drug inhibits"], batched)])
+    if batched:
+        assert out.as_numpy("embeddings").shape[0] == 1
+    else:
+        assert out.as_numpy("GENERATED_TEXT")[0, 0].decode().strip()
 
 
-def test_bounded_load_loses_nothing(server, tiny_biogpt: Path) -> None:
+@pytest.mark.parametrize(("protocol", "clients", "requests"), [("http", 4, 5), ("grpc", 2, 3)])
+def test_bounded_load_loses_nothing(server, protocol: str, clients: int, requests: int) -> None:
     from gen_export.triton_load import run_load
 
-    report = run_load(server.http_url, clients=4, requests_per_client=5)
-    assert report.lost == 0 and report.wrong == 0
-    assert report.answered == 2 * 4 * 5
-    assert report.p50_ms > 0 and report.p99_ms >= report.p50_ms
+    url = server.http_url if protocol == "http" else server.grpc_url
+    report = run_load(url, clients=clients, requests_per_client=requests, timeout_s=60, protocol=protocol)
+    assert (report.lost, report.wrong) == (0, 0)
+    assert report.answered == 2 * clients * requests
+    assert 0 < report.p50_ms <= report.p99_ms
+    assert "| 0 | 0 |" in report.table()
 
 
 def test_repository_writer_refuses_wrong_export(embedding_export, tmp_path: Path) -> None:
     with pytest.raises(GenExportError, match="holds a 'embed' export"):
         write_generator_repository(embedding_export.output, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+    with pytest.raises(GenExportError, match="unknown Triton backend"):
+        write_embedding_repository(embedding_export.output, tmp_path / "r", backend="tensorrt")
+    assert not (tmp_path / "r").exists()
+
+
+def test_repository_writer_is_atomic_and_respects_force(embedding_export, tmp_path: Path) -> None:
+    target = tmp_path / "repo"
+    write_embedding_repository(embedding_export.output, target, name="first")
+    with pytest.raises(GenExportError):  # an existing folder is kept unless --force
+        write_embedding_repository(embedding_export.output, target, name="second")
+    assert set(load_configs(target)) == {"first", "first_tokenizer", "first_embedding"}
+    write_embedding_repository(embedding_export.output, target, name="second", force=True)
+    assert set(load_configs(target)) == {"second", "second_tokenizer", "second_embedding"}
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging or backup folder left behind
 
 
 def test_cli_triton_command_and_bad_folder(embedding_export, tmp_path: Path) -> None:
@@ -206,7 +300,8 @@ def test_cli_triton_command_and_bad_folder(embedding_export, tmp_path: Path) -> 
     from gen_export.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["triton", str(embedding_export.output), str(tmp_path / "repo"), "--backend", "python"])
+    args = ["triton", str(embedding_export.output), str(tmp_path / "repo"), "--backend", "python"]
+    ok = runner.invoke(app, args)
     assert ok.exit_code == 0, ok.output
     assert set(load_configs(tmp_path / "repo")) == {"embedder", "embedder_tokenizer", "embedder_embedding"}
     bad = runner.invoke(app, ["triton", str(tmp_path / "missing"), str(tmp_path / "repo2")])

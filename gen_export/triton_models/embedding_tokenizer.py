@@ -16,7 +16,8 @@ class TritonPythonModel:
         params = parameters(args)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "tokenizer", local_files_only=True)
+        folder = Path(__file__).parent / "tokenizer"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.tokenizer.padding_side = "right"
         self.max_length = int(params["max_length"])
         self.outputs = json.loads(params["outputs"])

@@ -15,7 +15,8 @@ class TritonPythonModel:
         params = parameters(args)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "tokenizer", local_files_only=True)
+        folder = Path(__file__).parent / "tokenizer"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.stop = {int(params["eos_token_id"]), int(params["pad_token_id"])}
 
     def execute(self, requests: list[Any]) -> list[Any]:

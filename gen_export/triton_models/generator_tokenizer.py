@@ -11,16 +11,21 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from _common import RequestError, decode_texts, parameters  # type: ignore[import-not-found]
 
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         params = parameters(args)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "tokenizer", local_files_only=True)
+        folder = Path(__file__).parent / "tokenizer"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.tokenizer.padding_side = "left"
         self.defaults = json.loads(params["defaults"])
         self.graph_inputs = json.loads(params["graph_inputs"])
         self.max_positions = int(params["max_positions"])
+        # The fused graph is unbatchable for Triton (max_batch_size 0): a request brings its own batch of
+        # prompts, and this cap stands in for max_batch_size so one request cannot take all memory.
+        self.max_prompts = int(params["max_prompts"])
 
     def _value(self, request: Any, name: str) -> float:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -36,10 +41,14 @@ class TritonPythonModel:
 
     def _one(self, request: Any) -> Any:
         texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+        if len(texts) > self.max_prompts:
+            raise RequestError(f"{len(texts)} prompts in one request: send at most {self.max_prompts}")
         encoded = self.tokenizer(texts, padding=True, return_tensors="np")
         ids, mask = encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
-        new_tokens, min_new = int(self._value(request, "MAX_NEW_TOKENS")), int(self._value(request, "MIN_NEW_TOKENS"))
-        beams, returned = int(self._value(request, "NUM_BEAMS")), int(self._value(request, "NUM_RETURN_SEQUENCES"))
+        new_tokens = int(self._value(request, "MAX_NEW_TOKENS"))
+        min_new = int(self._value(request, "MIN_NEW_TOKENS"))
+        beams = int(self._value(request, "NUM_BEAMS"))
+        returned = int(self._value(request, "NUM_RETURN_SEQUENCES"))
         repetition = float(self._value(request, "REPETITION_PENALTY"))
         if new_tokens < 1:
             raise RequestError(f"MAX_NEW_TOKENS is {new_tokens}: ask for at least 1")
