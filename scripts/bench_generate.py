@@ -8,18 +8,26 @@ shows medians with min/max, tokens per second, ratios to `generate`, and the fp3
 floor: parameter bytes / measured memory bandwidth, once per decoding step.
 
     .venv/bin/python scripts/bench_generate.py [--quick] [--shapes tiny mid base] [--batch 1 4]
-        [--new-tokens 32 128] [--runs 3] [--out benchmarks]
+        [--new-tokens 32 128] [--runs 3] [--threads 2] [--variants fp32 fp32-opt int8 int4] [--out benchmarks]
+
+Variants of the fused graph: fp32 (the exported decoder), fp32-opt (onnxruntime's transformer optimizer
+first: SkipLayerNormalization/BiasGelu; attention does not fuse for BioGPT), int8 (dynamic MatMul
+quantization) and int4 (MatMulNBits). Each fused variant's tokens are compared with `generate`'s and the
+fp32 graph's on the benchmark's own inputs (the fp32 graph must equal `generate`: a speed table of a wrong
+graph means nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +44,14 @@ SHAPES = {
     "base": {"hidden": 1024, "layers": 24, "heads": 16, "vocab": 42384},
 }
 BEAMS = 4
-THREADS = 2
+#: Fused-graph variants: (precision, run onnxruntime's transformer optimizer first).
+VARIANTS = {
+    "fp32": ("fp32", False),
+    "fp32-opt": ("fp32", True),
+    "int8": ("int8", False),
+    "int4": ("int4", False),
+}
+FUSED = "genexport fused BeamSearch "
 
 
 @dataclass
@@ -47,6 +62,9 @@ class Timing:
     new_tokens: int
     seconds: list[float]
     params: int
+    #: Fused variants only: (identical sequences, sequences, identical tokens, tokens) against a reference.
+    vs_generate: tuple[int, int, int, int] | None = None
+    vs_fp32: tuple[int, int, int, int] | None = None
 
     @property
     def median(self) -> float:
@@ -67,9 +85,17 @@ def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
 
 def build_biogpt(folder: Path, shape: dict[str, int]) -> tuple[Path, int]:
     build_tokenizer(folder)
-    config = BioGptConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                          num_attention_heads=shape["heads"], intermediate_size=4 * shape["hidden"],
-                          max_position_embeddings=512, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    config = BioGptConfig(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=4 * shape["hidden"],
+        max_position_embeddings=512,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = BioGptForCausalLM(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
@@ -79,29 +105,61 @@ def build_biogpt(folder: Path, shape: dict[str, int]) -> tuple[Path, int]:
 def build_gpt2_optimum(folder: Path, shape: dict[str, int]) -> Path:
     from optimum.exporters.onnx import main_export
 
-    config = GPT2Config(vocab_size=shape["vocab"], n_embd=shape["hidden"], n_layer=shape["layers"],
-                        n_head=shape["heads"], n_positions=512, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    config = GPT2Config(
+        vocab_size=shape["vocab"],
+        n_embd=shape["hidden"],
+        n_layer=shape["layers"],
+        n_head=shape["heads"],
+        n_positions=512,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).eval().save_pretrained(folder / "torch", safe_serialization=True)
-    main_export(str(folder / "torch"), output=folder / "onnx", task="text-generation-with-past", do_validation=False)
+    main_export(
+        str(folder / "torch"), output=folder / "onnx", task="text-generation-with-past", do_validation=False
+    )
     return folder / "onnx"
 
 
-def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int, scratch: Path,
-                precisions: list[str]) -> list[Timing]:
+def agreement(rows: np.ndarray, reference: np.ndarray) -> tuple[int, int, int, int]:
+    """Identical sequences and identical tokens of generated rows (same shapes: min length = max length)."""
+    same_rows = int(np.all(rows == reference, axis=1).sum())
+    return same_rows, rows.shape[0], int((rows == reference).sum()), rows.size
+
+
+def bench_shape(
+    name: str,
+    batches: list[int],
+    new_tokens: list[int],
+    runs: int,
+    scratch: Path,
+    variants: list[str],
+    threads: int,
+) -> list[Timing]:
     shape = SHAPES[name]
     model_dir, params = build_biogpt(scratch / f"biogpt-{name}", shape)
-    sessions = {
-        precision: make_session(export_generation(
-            model_dir, scratch / f"graph-{name}-{precision}", parity=False, precision=Precision(precision),
-            defaults=GenerationDefaults(max_length=64, length_penalty=0.0)).graph_onnx, threads=THREADS)
-        for precision in precisions
-    }
+    sessions = {}
+    for variant in variants:
+        precision, optimize = VARIANTS[variant]
+        # parity=False: at the base shape the parity matrix alone takes minutes; agreement with generate is
+        # checked below on the benchmark's own inputs instead.
+        graph = export_generation(
+            model_dir,
+            scratch / f"graph-{name}-{variant}",
+            parity=False,
+            precision=Precision(precision),
+            optimize=optimize,
+            defaults=GenerationDefaults(max_length=64, length_penalty=0.0),
+        ).graph_onnx
+        sessions[variant] = make_session(graph, threads=threads)
     model = BioGptForCausalLM.from_pretrained(model_dir).eval()
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    ort_loop = ORTModelForCausalLM.from_pretrained(build_gpt2_optimum(scratch / f"gpt2-{name}", shape),
-                                                   use_cache=True, provider="CPUExecutionProvider")
+    ort_loop = ORTModelForCausalLM.from_pretrained(
+        build_gpt2_optimum(scratch / f"gpt2-{name}", shape), use_cache=True, provider="CPUExecutionProvider"
+    )
     results = []
     for batch in batches:
         generator = torch.Generator().manual_seed(batch)
@@ -109,51 +167,88 @@ def bench_shape(name: str, batches: list[int], new_tokens: list[int], runs: int,
         mask = torch.ones_like(ids)
         for new in new_tokens:
             total = ids.shape[1] + new
-            kwargs = {"num_beams": BEAMS, "do_sample": False, "max_length": total, "min_length": total,
-                      "length_penalty": 0.0, "pad_token_id": 1, "eos_token_id": 2}
-            feed = {"input_ids": ids.numpy().astype(np.int32), "attention_mask": mask.numpy().astype(np.int32),
-                    "max_length": np.array([total], np.int32), "min_length": np.array([total], np.int32),
-                    "num_beams": np.array([BEAMS], np.int32), "num_return_sequences": np.array([1], np.int32),
-                    "length_penalty": np.array([0.0], np.float32), "repetition_penalty": np.array([1.0], np.float32)}
-            contenders: dict[str, Callable[[], object]] = {
-                "torch generate":
-                    lambda kw=kwargs, i=ids, m=mask: model.generate(input_ids=i, attention_mask=m, **kw),
-                "optimum ORT + Python beam loop (GPT-2 same dims)":
-                    lambda kw=kwargs, i=ids, m=mask: ort_loop.generate(input_ids=i, attention_mask=m, **kw),
+            kwargs = {
+                "num_beams": BEAMS,
+                "do_sample": False,
+                "max_length": total,
+                "min_length": total,
+                "length_penalty": 0.0,
+                "pad_token_id": 1,
+                "eos_token_id": 2,
             }
-            for precision, session in sessions.items():
-                contenders[f"genexport fused BeamSearch {precision}"] = \
-                    lambda f=feed, s=session: s.run(["sequences"], f)
+            feed = {
+                "input_ids": ids.numpy().astype(np.int32),
+                "attention_mask": mask.numpy().astype(np.int32),
+                "max_length": np.array([total], np.int32),
+                "min_length": np.array([total], np.int32),
+                "num_beams": np.array([BEAMS], np.int32),
+                "num_return_sequences": np.array([1], np.int32),
+                "length_penalty": np.array([0.0], np.float32),
+                "repetition_penalty": np.array([1.0], np.float32),
+            }
+            contenders: dict[str, Callable[[], Any]] = {
+                "torch generate": lambda kw=kwargs, i=ids, m=mask: model.generate(
+                    input_ids=i, attention_mask=m, **kw
+                ),
+                "optimum ORT + Python beam loop (GPT-2 same dims)": lambda kw=kwargs, i=ids, m=mask: (
+                    ort_loop.generate(input_ids=i, attention_mask=m, **kw)
+                ),
+            }
+            for variant, session in sessions.items():
+                contenders[FUSED + variant] = lambda f=feed, s=session: s.run(["sequences"], f)[0][:, 0, :]
             times: dict[str, list[float]] = {c: [] for c in contenders}
+            outputs: dict[str, np.ndarray] = {}
+            # Rounds alternate the contenders, so a burst of load from elsewhere hits all of them alike.
             for run in range(runs + 1):  # the first round warms up and is dropped
                 for contender, call in contenders.items():
                     with torch.no_grad():
                         start = time.perf_counter()
-                        call()
+                        out = call()
                         elapsed = time.perf_counter() - start
+                    outputs[contender] = np.asarray(out)
                     if run:
                         times[contender].append(elapsed)
-            results += [Timing(c, name, batch, new, t, params) for c, t in times.items()]
+            generated = outputs["torch generate"][:, ids.shape[1] :]
+            for contender, seconds in times.items():
+                timing = Timing(contender, name, batch, new, seconds, params)
+                if contender.startswith(FUSED):
+                    rows = outputs[contender][:, ids.shape[1] :]
+                    timing.vs_generate = agreement(rows, generated)
+                    if FUSED + "fp32" in outputs:
+                        timing.vs_fp32 = agreement(rows, outputs[FUSED + "fp32"][:, ids.shape[1] :])
+                results.append(timing)
     return results
 
 
-def table(results: list[Timing], bandwidth: float) -> str:
+def _fraction(counts: tuple[int, int, int, int] | None) -> str:
+    if counts is None:
+        return "–"
+    same_rows, rows, same_tokens, tokens = counts
+    return f"{same_rows}/{rows} seq, {same_tokens / tokens:.0%} tok"
+
+
+def table(results: list[Timing], bandwidth: float, threads: int, load: str) -> str:
     lines = [
-        f"Threads: torch {THREADS}, onnxruntime intra-op {THREADS}; {BEAMS} beams; memory bandwidth "
-        f"{bandwidth / 1e9:.1f} GB/s (array copy).",
+        f"Threads: torch {threads}, onnxruntime intra-op {threads}; {BEAMS} beams; min length = max length; "
+        f"memory bandwidth {bandwidth / 1e9:.1f} GB/s (array copy, read + write); load average before the "
+        f"run: {load}.",
         "",
         "| shape | batch | new tokens | contender | median s | min–max s | tokens/s | vs generate | floor s "
-        "| floor / median |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| floor / median | same as generate | same as fp32 graph |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    baseline = {(r.shape, r.batch, r.new_tokens): r.median for r in results if r.contender == "torch generate"}
+    baseline = {
+        (r.shape, r.batch, r.new_tokens): r.median for r in results if r.contender == "torch generate"
+    }
     for r in results:
         floor = r.params * 4 / bandwidth * r.new_tokens
         base = baseline[(r.shape, r.batch, r.new_tokens)]
         lines.append(
-            f"| {r.shape} ({r.params / 1e6:.1f}M) | {r.batch} | {r.new_tokens} | {r.contender} | {r.median:.3f} | "
+            f"| {r.shape} ({r.params / 1e6:.1f}M) | {r.batch} | {r.new_tokens} | {r.contender} | "
+            f"{r.median:.3f} | "
             f"{min(r.seconds):.3f}–{max(r.seconds):.3f} | {r.batch * r.new_tokens / r.median:.1f} | "
-            f"{base / r.median:.2f}x | {floor:.3f} | {floor / r.median:.2f} |"
+            f"{base / r.median:.2f}x | {floor:.3g} | {floor / r.median:.2f} | {_fraction(r.vs_generate)} | "
+            f"{_fraction(r.vs_fp32)} |"
         )
     return "\n".join(lines)
 
@@ -171,8 +266,14 @@ def plot(results: list[Timing], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
     width = 0.8 / len(contenders)
     for i, contender in enumerate(contenders):
-        values = [next(r.median for r in results if (r.shape, r.batch, r.new_tokens) == g and r.contender == contender)
-                  for g in groups]
+        values = [
+            next(
+                r.median
+                for r in results
+                if (r.shape, r.batch, r.new_tokens) == g and r.contender == contender
+            )
+            for g in groups
+        ]
         ax.bar([x + i * width for x in range(len(groups))], values, width, label=contender)
     ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(groups))])
     ax.set_xticklabels([f"{s}\nb{b} n{n}" for s, b, n in groups])
@@ -189,20 +290,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shape, batch 1, 8 new tokens, 1 run")
     parser.add_argument("--shapes", nargs="+", default=["tiny", "mid", "base"], choices=sorted(SHAPES))
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--new-tokens", nargs="+", type=int, default=[32])
+    parser.add_argument("--new-tokens", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--precision", nargs="+", default=["fp32", "int8", "int4"], choices=["fp32", "int8", "int4"])
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads"
+    )
+    parser.add_argument(
+        "--variants", "--precision", nargs="+", default=list(VARIANTS), choices=list(VARIANTS)
+    )
     parser.add_argument("--out", type=Path, default=None, help="write generate.md (+ generate.png) here")
     args = parser.parse_args()
     if args.quick:
         args.shapes, args.batch, args.new_tokens, args.runs = ["tiny"], [1], [8], 1
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     bandwidth = memory_bandwidth()
     results: list[Timing] = []
     with tempfile.TemporaryDirectory() as scratch:
         for shape in args.shapes:
-            results += bench_shape(shape, args.batch, args.new_tokens, args.runs, Path(scratch), args.precision)
-    text = table(results, bandwidth)
+            results += bench_shape(
+                shape, args.batch, args.new_tokens, args.runs, Path(scratch), args.variants, args.threads
+            )
+    text = table(results, bandwidth, args.threads, load)
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -13,14 +13,24 @@ def test_bench_generate_quick(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_generate.py"), "--quick", "--out",
                           str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| tiny")]
-    assert [row.split("|")[4].strip() for row in rows] == [
-        "torch generate", "optimum ORT + Python beam loop (GPT-2 same dims)", "genexport fused BeamSearch fp32",
-        "genexport fused BeamSearch int8", "genexport fused BeamSearch int4"]
-    for row in rows:
-        median = float(row.split("|")[5])
-        assert median > 0
-    assert (tmp_path / "generate.md").read_text().count("| tiny") == 5
+    lines = out.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| shape"))
+    assert [c.strip() for c in header.split("|")[1:-1]] == [
+        "shape", "batch", "new tokens", "contender", "median s", "min–max s", "tokens/s", "vs generate",
+        "floor s", "floor / median", "same as generate", "same as fp32 graph"]
+    assert any(line.startswith("Threads: torch 2, onnxruntime intra-op 2") for line in lines)
+    rows = {cells[4]: cells for cells in ([c.strip() for c in line.split("|")] for line in lines
+                                          if line.startswith("| tiny"))}
+    fused = "genexport fused BeamSearch "
+    assert list(rows) == ["torch generate", "optimum ORT + Python beam loop (GPT-2 same dims)",
+                          *(fused + v for v in ("fp32", "fp32-opt", "int8", "int4"))]
+    for cells in rows.values():
+        assert float(cells[5]) > 0 and float(cells[7]) > 0 and float(cells[9]) > 0  # median, tokens/s, floor
+        assert float(cells[8].rstrip("x")) > 0
+    # The exact fp32 graphs (plain and optimized) must give generate's tokens, or their speed means nothing.
+    assert rows[fused + "fp32"][11] == rows[fused + "fp32-opt"][11] == "1/1 seq, 100% tok"
+    assert rows[fused + "int8"][12].endswith("tok") and rows["torch generate"][11] == "–"
+    assert (tmp_path / "generate.md").read_text().count("| tiny") == 6
     assert (tmp_path / "generate.png").stat().st_size > 1000
 
 
