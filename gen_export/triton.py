@@ -113,13 +113,63 @@ def _onnx_model(folder: Path, onnx_file: Path, name: str, backend: str, inputs: 
     else:
         version.mkdir(parents=True)
         body = ['platform: "onnxruntime_onnx"']
-    shutil.copy2(onnx_file, version / "model.onnx")
+    if backend == "python":  # the serving environment's own onnxruntime: the exported file as it is
+        shutil.copy2(onnx_file, version / "model.onnx")
+    else:
+        copy_for_container_onnxruntime(onnx_file, version / "model.onnx")
     data = onnx_file.with_name(onnx_file.name + ".data")
     if data.is_file():  # external data keeps its file name, which the graph refers to
         shutil.copy2(data, version / data.name)
     instance = "instance_group [ { kind: KIND_CPU count: 1 } ]"
     (folder / "config.pbtxt").write_text(
         _config(name, body, inputs, outputs, max_batch_size, f"{instance}\n{extra}"))
+
+
+# IR versions that need more than the opsets do: float8 types (IR 9), 4-bit ints (10), float4 (11).
+_IR_FOR_TYPE = {17: 9, 18: 9, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
+#: What the onnxruntime in the official Triton containers loads (25.03 ships onnxruntime 1.20.1: IR <= 10).
+CONTAINER_MAX_IR_VERSION = 10
+
+
+def _ir_needed_by_types(graph: Any) -> int:
+    """The IR version the tensor element types in `graph` (and its subgraphs) need; 0 if nothing special."""
+    import onnx
+
+    types = [t.data_type for t in [*graph.initializer, *(s.values for s in graph.sparse_initializer)]]
+    types += [v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]]
+    needed = 0
+    for node in graph.node:
+        for attribute in node.attribute:
+            tensors = [*attribute.tensors, *([attribute.t] if attribute.HasField("t") else [])]
+            types += [t.data_type for t in tensors]
+            for subgraph in [*attribute.graphs, *([attribute.g] if attribute.HasField("g") else [])]:
+                needed = max(needed, _ir_needed_by_types(subgraph))
+    for dtype in types:
+        if dtype > max(_IR_FOR_TYPE):  # a type newer than this table: keep the exporter's IR version
+            return onnx.IR_VERSION
+        needed = max(needed, _IR_FOR_TYPE.get(dtype, 0))
+    return needed
+
+
+def copy_for_container_onnxruntime(onnx_file: Path, target: Path) -> int:
+    """Copy an ONNX file, its IR version lowered to the least its opsets and types need; returns it.
+
+    The exporters here stamp the newest IR version (the fused generation graph comes out as IR 14), which
+    the older onnxruntime in the official Triton containers refuses ("Unsupported model IR version"). The IR
+    version is a format stamp: lowering it to what the opsets declare changes no operator or weight.
+    External data is not loaded: the references stay relative and the .data file is copied beside it.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    needed = max(onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True),
+                 _ir_needed_by_types(model.graph))
+    if model.ir_version <= needed:
+        shutil.copy2(onnx_file, target)
+        return int(model.ir_version)
+    model.ir_version = needed
+    onnx.save_model(model, str(target))
+    return needed
 
 
 def _ensemble(name: str, inputs: list[str], outputs: list[str], steps: list[tuple[str, dict[str, str],

@@ -7,7 +7,10 @@ variants (for the official containers) are schema-checked and their ONNX files r
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from gen_export.generation import GenerationDefaults, export_generation
 from gen_export.runtime import make_session
 from gen_export.search_graph import SearchMode
 from gen_export.triton import (
+    CONTAINER_MAX_IR_VERSION,
     DEFAULT_MAX_PROMPTS,
     load_configs,
     validate_repository,
@@ -145,21 +149,36 @@ def test_validation_catches_a_broken_ensemble_and_a_typo(repositories: dict[str,
         validate_repository(broken)
 
 
-def test_onnxruntime_backend_variant_runs_with_declared_tensors(repositories: dict[str, Any]) -> None:
+def _declared_generator_feed(config: Any) -> dict[str, np.ndarray]:
+    from tritonclient.grpc import model_config_pb2
+
+    declared = {t.name: NP_TYPES[model_config_pb2.DataType.Name(t.data_type)] for t in config.input}
+    values = {"input_ids": np.array([[2, 50, 60]]), "attention_mask": np.ones((1, 3)), "max_length": [12],
+              "min_length": [0], "num_beams": [2], "num_return_sequences": [1], "length_penalty": [0.0],
+              "repetition_penalty": [1.0]}
+    return {n: np.asarray(values[n], dtype=t) for n, t in declared.items()}
+
+
+def test_onnxruntime_backend_variant_runs_with_declared_tensors(repositories: dict[str, Any],
+                                                               generator_export) -> None:
     """The official containers' variant cannot run here; its ONNX file gets exactly the declared tensors."""
+    import onnx
     from tritonclient.grpc import model_config_pb2
 
     root = repositories["gen_ort"].root
     config = load_configs(root)["generator_generator"]
-    session = make_session(root / "generator_generator" / "1" / "model.onnx")
-    declared = {t.name: NP_TYPES[model_config_pb2.DataType.Name(t.data_type)] for t in config.input}
-    assert [i.name for i in session.get_inputs()] == list(declared)
-    values = {"input_ids": np.array([[2, 50, 60]]), "attention_mask": np.ones((1, 3)), "max_length": [12],
-              "min_length": [0], "num_beams": [2], "num_return_sequences": [1], "length_penalty": [0.0],
-              "repetition_penalty": [1.0]}
-    out = session.run([t.name for t in config.output],
-                      {n: np.asarray(values[n], dtype=t) for n, t in declared.items()})
+    model_file = root / "generator_generator" / "1" / "model.onnx"
+    session = make_session(model_file)
+    feed = _declared_generator_feed(config)
+    assert [i.name for i in session.get_inputs()] == list(feed)
+    out = session.run([t.name for t in config.output], feed)
     assert out[0].shape == (1, 1, 12) and out[0].dtype == np.int32
+    # The IR stamp is lowered for the containers' older onnxruntime; the answers stay the export's own.
+    assert onnx.load(str(model_file), load_external_data=False).ir_version <= CONTAINER_MAX_IR_VERSION
+    original = make_session(generator_export.output / "beam_search.onnx").run(
+        [t.name for t in config.output], feed)
+    np.testing.assert_array_equal(out[0], original[0])
+    np.testing.assert_array_equal(out[1], original[1])
 
     emb_root = repositories["emb_ort"].root
     emb = load_configs(emb_root)["embedder_embedding"]
@@ -167,6 +186,33 @@ def test_onnxruntime_backend_variant_runs_with_declared_tensors(repositories: di
     feed = {t.name: np.ones((2, 5), NP_TYPES[model_config_pb2.DataType.Name(t.data_type)]) for t in emb.input}
     (embeddings,) = session.run([t.name for t in emb.output], feed)
     assert embeddings.shape == (2, *emb.output[0].dims)  # dims exclude the batch dim (max_batch_size > 0)
+
+
+OLD_ORT_CHECK = """
+import sys, numpy as np, onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+feed = {i.name: np.load(sys.argv[2])[i.name] for i in session.get_inputs()}
+print(ort.__version__, session.run(None, feed)[0].ravel().tolist())
+"""
+
+
+@pytest.mark.skipif("GENEXPORT_OLD_ORT_PYTHON" not in os.environ,
+                    reason="GENEXPORT_OLD_ORT_PYTHON: a Python with onnxruntime==1.20.1 (Triton 25.03's)")
+def test_onnxruntime_variant_loads_in_the_containers_onnxruntime(repositories: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """The official container's onnxruntime is older than ours: run the variant's files with that version."""
+    root = repositories["gen_ort"].root
+    config = load_configs(root)["generator_generator"]
+    feed = _declared_generator_feed(config)
+    np.savez(tmp_path / "feed.npz", **feed)
+    model_file = root / "generator_generator" / "1" / "model.onnx"
+    command = [os.environ["GENEXPORT_OLD_ORT_PYTHON"], "-c", OLD_ORT_CHECK, str(model_file),
+               str(tmp_path / "feed.npz")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _version, tokens = run.stdout.split(" ", 1)
+    expected = make_session(model_file).run(["sequences"], feed)[0]
+    assert json.loads(tokens) == expected.ravel().tolist()
 
 
 def _expected_generation(tiny_biogpt: Path, prompts: list[str],
