@@ -315,6 +315,8 @@ def export_generation(
                 "graph_inputs": search_graph_inputs(mode),
                 "generation_defaults": asdict(defaults),
                 "precision": precision.value,
+                # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
+                "quantized_matmuls": "none" if precision is Precision.FP32 else "all but the logits projection",
                 "optimize": {"enabled": optimize, "fused_operators": fused_ops},
                 "notes": notes,
             },

@@ -50,11 +50,13 @@ def _logits_matmul(model: Any) -> str | None:
 
 
 def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
-                     keep_logits_fp32: bool = False) -> Path:
+                     keep_logits_fp32: bool = True) -> Path:
     """Quantize the exported decoder's MatMul weights; the graph contract (names, dtypes) is unchanged.
 
-    `keep_logits_fp32` leaves the vocabulary projection unquantized (it decides the beam ranking, but at
-    the BioGPT-base shape it is a quarter of all weight bytes, so it costs speed).
+    `keep_logits_fp32` (default) leaves the vocabulary projection unquantized: it decides the beam ranking.
+    On the trained demo models (parity matrix, 24 sequences each) quantizing it too left int4 at 14-22/24
+    sequences identical to fp32 and int8 at 21-24/24; keeping it in fp32 gave 23-24/24 for both. It costs
+    speed: at the BioGPT-base shape it is 12.5% of the parameters (173 MB in fp32).
     """
     import onnx
 
