@@ -17,6 +17,7 @@ from typing import Any
 
 from gen_export.errors import GenExportError
 from gen_export.parity import ParityCase, graph_feed, user_tokens
+from gen_export.search_graph import EXTERNAL_DATA_THRESHOLD
 
 
 class Precision(StrEnum):
@@ -115,7 +116,10 @@ def optimize_decoder(decoder_onnx: Path, out: Path, num_heads: int, hidden_size:
                                hidden_size=hidden_size, opt_level=0, use_gpu=False)
     finally:
         root.setLevel(level)
-    model.save_model_to_file(str(out), use_external_data_format=False)
+    # A decoder above the 2 GB protobuf limit (BioGPT-Large shape) arrives with external data; keep it so.
+    external = decoder_onnx.stat().st_size > EXTERNAL_DATA_THRESHOLD or any(
+        p.name.startswith(decoder_onnx.name) and p != decoder_onnx for p in decoder_onnx.parent.iterdir())
+    model.save_model_to_file(str(out), use_external_data_format=external)
     return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 
 

@@ -288,7 +288,7 @@ def plot(results: list[Timing], path: Path) -> bool:
         return False
     groups = sorted({(r.shape, r.batch, r.new_tokens) for r in results})
     contenders = list(dict.fromkeys(r.contender for r in results))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)) + 3.5, 4))
     width = 0.8 / len(contenders)
     for i, contender in enumerate(contenders):
         values = [
@@ -304,7 +304,7 @@ def plot(results: list[Timing], path: Path) -> bool:
     ax.set_xticklabels([f"{s}\nb{b} n{n}" for s, b, n in groups])
     ax.set_ylabel("seconds (median)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True
