@@ -17,7 +17,7 @@ from typing import Any
 
 from gen_export.errors import GenExportError
 from gen_export.parity import ParityCase, graph_feed, user_tokens
-from gen_export.search_graph import EXTERNAL_DATA_THRESHOLD
+from gen_export.runtime import needs_external_data
 
 
 class Precision(StrEnum):
@@ -117,8 +117,7 @@ def optimize_decoder(decoder_onnx: Path, out: Path, num_heads: int, hidden_size:
     finally:
         root.setLevel(level)
     # A decoder above the 2 GB protobuf limit (BioGPT-Large shape) arrives with external data; keep it so.
-    external = decoder_onnx.stat().st_size > EXTERNAL_DATA_THRESHOLD or any(
-        p.name.startswith(decoder_onnx.name) and p != decoder_onnx for p in decoder_onnx.parent.iterdir())
+    external = needs_external_data(decoder_onnx)
     model.save_model_to_file(str(out), use_external_data_format=external)
     return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 

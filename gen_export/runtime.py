@@ -44,6 +44,16 @@ def graph_io(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
+#: A protobuf file cannot exceed 2 GB: above this size the weights go to an external data file.
+EXTERNAL_DATA_THRESHOLD = 1_900_000_000
+
+
+def needs_external_data(path: Path) -> bool:
+    """True when a graph is near protobuf's 2 GB limit or already keeps its weights in a file beside it."""
+    return path.stat().st_size > EXTERNAL_DATA_THRESHOLD or any(
+        p.name.startswith(path.name) and p != path for p in path.parent.iterdir())
+
+
 def check_model(path: Path) -> None:
     """onnx.checker on a path, so graphs with external data over 2 GB are checked too."""
     onnx.checker.check_model(str(path))

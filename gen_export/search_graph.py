@@ -19,9 +19,7 @@ import onnx
 
 from gen_export.architectures.base import DecoderDims
 from gen_export.errors import GenExportError
-
-#: A protobuf file cannot exceed 2 GB: above this size the weights go to an external data file.
-EXTERNAL_DATA_THRESHOLD = 1_900_000_000
+from gen_export.runtime import needs_external_data
 
 
 class SearchMode(StrEnum):
@@ -70,9 +68,7 @@ def build_search_graph(
 
     from gen_export.patches import ort_convert_generation
 
-    large = decoder_onnx.stat().st_size > EXTERNAL_DATA_THRESHOLD or any(
-        p.name.startswith(decoder_onnx.name) and p != decoder_onnx for p in decoder_onnx.parent.iterdir()
-    )
+    large = needs_external_data(decoder_onnx)
     argv = [
         "-m", str(checkpoint_dir),
         "--model_type", "gpt2",
