@@ -154,12 +154,18 @@ def _run_both(
 
 
 def _check(name: str, expected: list[np.ndarray], actual: list[np.ndarray], atol: float,
-           logit_rows: np.ndarray | None = None) -> ToleranceCheck:
+           real_positions: np.ndarray | None = None) -> ToleranceCheck:
     logits_e, logits_a = expected[0], actual[0]
-    if logit_rows is not None:  # compare real (unpadded) positions only
-        logits_e, logits_a = logits_e[logit_rows], logits_a[logit_rows]
-    present = max(float(np.abs(e - a).max()) for e, a in zip(expected[1:], actual[1:], strict=True))
-    present_scale = max(float(np.abs(e).max()) for e in expected[1:])
+    present_e, present_a = expected[1:], actual[1:]
+    if real_positions is not None:
+        # Real (unpadded) positions only. Nothing ever attends to a padding position, so its logits and its
+        # key/value are free: a fused Attention operator computes them differently (-10000 mask fill).
+        logits_e, logits_a = logits_e[real_positions], logits_a[real_positions]
+        # present is (2, batch, heads, positions, head_dim): bring batch and positions to the front.
+        present_e = [p.transpose(1, 3, 0, 2, 4)[real_positions] for p in present_e]
+        present_a = [p.transpose(1, 3, 0, 2, 4)[real_positions] for p in present_a]
+    present = max(float(np.abs(e - a).max()) for e, a in zip(present_e, present_a, strict=True))
+    present_scale = max(float(np.abs(e).max()) for e in present_e)
     return ToleranceCheck(name, float(np.abs(logits_e - logits_a).max()), present,
                           atol + DEFAULT_RTOL * float(np.abs(logits_e).max()), atol + DEFAULT_RTOL * present_scale)
 

@@ -26,15 +26,9 @@ from gen_export.decoder import (
 )
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
+from gen_export.fusion import optimize_decoder
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
-from gen_export.precision import (
-    ATTENTION_NOT_FUSED,
-    Precision,
-    check_precision,
-    measure_agreement,
-    optimize_decoder,
-    quantize_decoder,
-)
+from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
 from gen_export.reference_search import SearchFlags
 from gen_export.runtime import graph_io, make_session
@@ -240,14 +234,12 @@ def export_generation(
             # agreement of a quantized graph) is measured on exactly what ships.
             optimized = Path(scratch) / f"optimized_{DECODER_FILE}"
             with steps.step("optimize decoder (onnxruntime transformer optimizer, gpt2)"):
-                fused_ops = optimize_decoder(decoder_path, optimized, loaded.dims.num_heads,
-                                             loaded.dims.hidden_size)
+                fused_ops = optimize_decoder(decoder_path, optimized, loaded.dims)
             with steps.step("validate optimized decoder against PyTorch"):
                 validation = validate_decoder(loaded, optimized, atol)
                 require_passed(validation)
             decoder_path = optimized
-            if "Attention" not in fused_ops:
-                notes.append(f"optimize: fused {fused_ops or 'nothing'}; {ATTENTION_NOT_FUSED}")
+            notes.append(f"optimize: fused {fused_ops or 'nothing'}")
         sampling = {"temperature": temperature, "top_p": top_p} if mode is SearchMode.SAMPLING else {}
         spec = SearchGraphSpec.for_model(mode, loaded.dims, no_repeat_ngram_size=no_repeat_ngram_size,
                                          **sampling)

@@ -17,7 +17,6 @@ from typing import Any
 
 from gen_export.errors import GenExportError
 from gen_export.parity import ParityCase, graph_feed, user_tokens
-from gen_export.runtime import needs_external_data
 
 
 class Precision(StrEnum):
@@ -87,39 +86,6 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
     finally:
         root.setLevel(level)
     return out
-
-
-#: Why no Attention node appears after `optimize_decoder` (checked against onnxruntime 1.32's fusions).
-ATTENTION_NOT_FUSED = (
-    "onnxruntime's GPT-2 attention fusion (FusionGptAttention) starts by matching GPT-2's Conv1D output "
-    "projection (Reshape -> Gemm -> Reshape) and a merged qkv MatMul + Split; BioGPT's nn.Linear "
-    "projections export as separate q/k/v MatMul + Add, so the pattern stops at its first step and "
-    "attention stays unfused"
-)
-
-
-def optimize_decoder(decoder_onnx: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
-    """onnxruntime's transformer optimizer (model_type gpt2) on the decoder; returns the fused-op counts.
-
-    opt_level 0: only the Python pattern fusions (SkipLayerNormalization, BiasGelu, LayerNormalization),
-    no onnxruntime graph rewrites baked into the file, so the session still applies its own at load time.
-    The separate first-step ("init") decoder of convert_generation needs fused Attention nodes, which
-    BioGPT does not get (ATTENTION_NOT_FUSED), so it is not built either.
-    """
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the fusions log every unmatched pattern
-    try:
-        model = optimize_model(str(decoder_onnx), model_type="gpt2", num_heads=num_heads,
-                               hidden_size=hidden_size, opt_level=0, use_gpu=False)
-    finally:
-        root.setLevel(level)
-    # A decoder above the 2 GB protobuf limit (BioGPT-Large shape) arrives with external data; keep it so.
-    external = needs_external_data(decoder_onnx)
-    model.save_model_to_file(str(out), use_external_data_format=external)
-    return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 
 
 @dataclass

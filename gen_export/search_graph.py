@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +44,10 @@ class SearchGraphSpec:
     #: and a "custom" top-p variant with presence_penalty.
     temperature: float = 1.0
     top_p: float = 1.0
+    #: A separate first-step decoder that computes logits for the last prompt position only
+    #: (patches/ort_init_decoder.py). Not built for decoders stored with external data (> 2 GB): the
+    #: in-place rewrite of the decoder by convert_generation would need a second multi-GB copy.
+    init_decoder: bool = True
 
     @classmethod
     def for_model(cls, mode: SearchMode, dims: DecoderDims, **kwargs: Any) -> SearchGraphSpec:
@@ -64,11 +70,31 @@ def build_search_graph(
     checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: SearchGraphSpec
 ) -> Path:
     """Run `convert_generation` on an exported decoder; returns the one-file generation graph."""
+    large = needs_external_data(decoder_onnx)
+    init_decoder = spec.init_decoder and not large
+    output = Path(output)
+    # convert_generation writes intermediates beside its output and, when it builds an init decoder, rewrites
+    # the decoder file in place (sequence length fixed to 1): it works in a scratch folder, on a copy.
+    with tempfile.TemporaryDirectory(prefix="genexport-fuse-") as scratch:
+        work = Path(scratch)
+        decoder = decoder_onnx
+        if init_decoder:
+            decoder = work / "decoder.onnx"
+            shutil.copyfile(decoder_onnx, decoder)
+        target = work / output.name
+        _convert(checkpoint_dir, decoder, target, spec, init_decoder=init_decoder, large=large)
+        for produced in work.glob(f"{output.name}*"):  # the graph, and its external data if any
+            shutil.move(produced, output.parent / produced.name)
+    _check_operator(output, spec)
+    return output
+
+
+def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: SearchGraphSpec, *,
+             init_decoder: bool, large: bool) -> None:
     from onnxruntime.transformers import convert_generation as cg
 
-    from gen_export.patches import ort_convert_generation
+    from gen_export.patches import ort_convert_generation, ort_init_decoder
 
-    large = needs_external_data(decoder_onnx)
     argv = [
         "-m", str(checkpoint_dir),
         "--model_type", "gpt2",
@@ -79,11 +105,11 @@ def build_search_graph(
         "--vocab_size", str(spec.vocab_size),
         "--no_repeat_ngram_size", str(spec.no_repeat_ngram_size),
         "--custom_attention_mask",
-        # The init-decoder split only matches GPT-2's fused graph; it is an optimisation, not semantics.
-        "--disable_separate_gpt2_decoder_for_init_run",
         "--disable_parity",
         "--disable_perf_test",
     ]
+    if not init_decoder:
+        argv.append("--disable_separate_gpt2_decoder_for_init_run")
     if spec.mode is SearchMode.BEAM:
         argv.append("--output_sequences_scores")
     if spec.mode is SearchMode.SAMPLING:
@@ -100,7 +126,8 @@ def build_search_graph(
     level = root.level
     root.setLevel(logging.ERROR)  # convert_generation logs every step on the root logger
     try:
-        with ort_convert_generation.applied(), contextlib.redirect_stdout(io.StringIO()):
+        with ort_convert_generation.applied(), ort_init_decoder.applied(), \
+                contextlib.redirect_stdout(io.StringIO()):
             cg.convert_generation_model(args, generation_type=generation_type)
     except (AssertionError, ValueError) as error:
         raise GenExportError(
@@ -109,8 +136,16 @@ def build_search_graph(
         ) from None
     finally:
         root.setLevel(level)
-    _check_operator(output, spec)
-    return output
+    if init_decoder and not _has_init_decoder(output):
+        raise GenExportError(
+            "convert_generation did not attach the init decoder (no logits MatMul found in the decoder)",
+            "report this as a genexport bug with the checkpoint's config.json",
+        )
+
+
+def _has_init_decoder(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return any(a.name == "init_decoder" for a in model.graph.node[0].attribute)
 
 
 def _check_operator(path: Path, spec: SearchGraphSpec) -> None:

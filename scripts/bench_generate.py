@@ -10,11 +10,11 @@ floor: parameter bytes / measured memory bandwidth, once per decoding step.
     .venv/bin/python scripts/bench_generate.py [--quick] [--shapes tiny mid base] [--batch 1 4]
         [--new-tokens 32 128] [--runs 3] [--threads 2] [--variants fp32 fp32-opt int8 int4] [--out benchmarks]
 
-Variants of the fused graph: fp32 (the exported decoder), fp32-opt (onnxruntime's transformer optimizer
-first: SkipLayerNormalization/BiasGelu; attention does not fuse for BioGPT), int8 (dynamic MatMul
-quantization) and int4 (MatMulNBits). Each fused variant's tokens are compared with `generate`'s and the
-fp32 graph's on the benchmark's own inputs (the fp32 graph must equal `generate`: a speed table of a wrong
-graph means nothing).
+Variants of the fused graph: fp32 (the exported decoder, with the first-step decoder that computes logits
+for the last prompt position only), fp32-noinit (without it), fp32-opt (genexport's Attention fusion plus
+onnxruntime's SkipLayerNormalization/BiasGelu), int8 (dynamic MatMul quantization) and int4
+(MatMulNBits). Each fused variant's tokens are compared with `generate`'s and the fp32 graph's on the
+benchmark's own inputs (the fp32 graph must equal `generate`: a speed table of a wrong graph means nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHead
 from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.demo import build_tokenizer
 from gen_export.export_spec import DEFAULT_OPSET
-from gen_export.precision import optimize_decoder, quantize_decoder
+from gen_export.fusion import optimize_decoder
+from gen_export.precision import quantize_decoder
 from gen_export.runtime import make_session
 from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph
 
@@ -46,16 +47,18 @@ SHAPES = {
     "base": {"hidden": 1024, "layers": 24, "heads": 16, "vocab": 42384},
 }
 BEAMS = 4
-#: Fused-graph variants: (precision, run onnxruntime's transformer optimizer first, keep the logits MatMul in
-#: fp32). int8/int4 are what `genexport beam --precision` ships; the -all variants quantize the vocabulary
-#: projection too (fewer bytes, less agreement).
+#: Fused-graph variants: (precision, optimize the decoder first (genexport's Attention fusion plus onnxruntime's
+#: SkipLayerNorm/BiasGelu), keep the logits MatMul in fp32, build the separate first-step decoder). int8/int4 are
+#: what `genexport beam --precision` ships; the -all variants quantize the vocabulary projection too (fewer
+#: bytes, less agreement); fp32-noinit is the fp32 graph without the first-step decoder, for comparison.
 VARIANTS = {
-    "fp32": ("fp32", False, True),
-    "fp32-opt": ("fp32", True, True),
-    "int8": ("int8", False, True),
-    "int4": ("int4", False, True),
-    "int8-all": ("int8", False, False),
-    "int4-all": ("int4", False, False),
+    "fp32": ("fp32", False, True, True),
+    "fp32-noinit": ("fp32", False, True, False),
+    "fp32-opt": ("fp32", True, True, True),
+    "int8": ("int8", False, True, True),
+    "int4": ("int4", False, True, True),
+    "int8-all": ("int8", False, False, True),
+    "int4-all": ("int4", False, False, True),
 }
 FUSED = "genexport fused BeamSearch "
 
@@ -143,16 +146,17 @@ def build_graphs(model_dir: Path, folder: Path, variants: list[str]) -> dict[str
     del loaded  # the PyTorch copy is loaded again for generate; two base-size copies are not needed
     graphs = {}
     for variant in variants:
-        precision, optimize, keep_logits = VARIANTS[variant]
+        precision, optimize, keep_logits, init_decoder = VARIANTS[variant]
         source = decoder
         if optimize:
             source = folder / "decoder.opt.onnx"
-            optimize_decoder(decoder, source, dims.num_heads, dims.hidden_size)
+            optimize_decoder(decoder, source, dims)
         if precision != "fp32":
             source = quantize_decoder(
                 source, folder / f"decoder.{variant}.onnx", precision, keep_logits_fp32=keep_logits
             )
-        graphs[variant] = build_search_graph(model_dir, source, folder / f"beam-{variant}.onnx", spec)
+        graphs[variant] = build_search_graph(model_dir, source, folder / f"beam-{variant}.onnx",
+                                             replace(spec, init_decoder=init_decoder))
         for leftover in folder.glob("decoder.*.onnx"):
             leftover.unlink()  # 1.5 GB each at the base shape; the fused graph holds its own copy
     return graphs

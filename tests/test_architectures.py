@@ -230,3 +230,20 @@ def test_beam_export_default_matrix(kind: str, checkpoints: dict[str, Path], tmp
     assert manifest["parity"]["passed"] is True
     assert manifest["settings"]["dims"]["vocab_size"] == json.loads(
         (checkpoints[kind] / "config.json").read_text())["vocab_size"]
+
+
+@pytest.mark.parametrize(("kind", "fuses_attention"), [("opt", True), ("gpt2", False)])
+def test_optimized_beam_export_keeps_parity(kind: str, fuses_attention: bool, checkpoints: dict[str, Path],
+                                            tmp_path: Path) -> None:
+    """--optimize: OPT's q/k/v Linear attention fuses (pre-scaled query); GPT-2's Conv1D + Split
+    export matches neither genexport's pattern nor onnxruntime's FusionGptAttention, and stays unfused."""
+    result = export_generation(checkpoints[kind], tmp_path / kind, prompts=DEMO_PROMPTS, optimize=True)
+    assert result.parity is not None and result.parity.passed
+    for r in result.parity.results:
+        assert r.graph == r.reference, r.case.name
+        if r.case.rules_coincide():
+            assert r.verdict is Verdict.MATCH, r.case.name
+    fused = json.loads(result.manifest.read_text())["settings"]["optimize"]["fused_operators"]
+    layers = json.loads((checkpoints[kind] / "config.json").read_text())
+    layers = layers.get("num_hidden_layers", layers.get("n_layer"))
+    assert fused.get("MultiHeadAttention", 0) == (layers if fuses_attention else 0), fused

@@ -76,10 +76,20 @@ def test_keep_logits_fp32_leaves_only_the_vocabulary_projection(tiny_biogpt: Pat
 def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -> None:
     result = export_generation(tiny_biogpt, tmp_path / "opt", optimize=True)
     assert result.parity is not None and result.parity.passed
-    ops = _decoder_ops(result.graph_onnx)
+    assert result.parity.counts()["match"] == len(result.parity.results)
+    model = onnx.load(str(result.graph_onnx))
+    decoder = next(a.g for a in model.graph.node[0].attribute if a.name == "decoder")
+    ops = [n.op_type for n in decoder.node]
     assert "SkipLayerNormalization" in ops and "BiasGelu" in ops, ops
+    # genexport's own fusion: one MultiHeadAttention per layer, reading the halves of past_i and feeding present_i.
+    attention = [n for n in decoder.node if n.op_type == "MultiHeadAttention"]
+    assert len(attention) == 2
+    producers = {o: n for n in decoder.node for o in n.output}
+    for layer, node in enumerate(attention):
+        assert {producers[node.input[i]].input[0] for i in (6, 7)} == {f"past_{layer}"}
+        stack = producers[f"present_{layer}"]
+        assert [producers[i].input[0] for i in stack.input] == list(node.output[1:3])
+    assert "Softmax" not in ops and "ScatterND" not in ops  # the unfused attention and mask are gone
     manifest = json.loads(result.manifest.read_text())
     fused = manifest["settings"]["optimize"]
-    assert fused["enabled"] and fused["fused_operators"]["SkipLayerNormalization"] > 0
-    # BioGPT's attention does not fuse; the export says so instead of claiming a faster attention.
-    assert "Attention" not in ops and any("FusionGptAttention" in note for note in result.notes)
+    assert fused["enabled"] and fused["fused_operators"]["MultiHeadAttention"] == 2
