@@ -138,7 +138,7 @@ def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: Searc
         root.setLevel(level)
     if init_decoder and not _has_init_decoder(output):
         raise GenExportError(
-            "convert_generation did not attach the init decoder (no logits MatMul found in the decoder)",
+            "convert_generation did not attach the init decoder (no logits projection found)",
             "report this as a genexport bug with the checkpoint's config.json",
         )
 

@@ -10,8 +10,8 @@ dimension is 1). Its generator recognises one layout only: GPT-2's optimized gra
 logits MatMul through `FastGelu` and an `Attention` node. BioGPT (exact `Gelu`, exported `BiasGelu`) and any
 unoptimized decoder do not match, and it gives up with "Tried and failed to generate the init decoder".
 
-This patch swaps in `slice_last_position`: it takes the hidden states entering the logits projection and
-keeps the last position (`Slice` on axis 1) before the projection, so the vocabulary projection, the biggest
+This patch swaps in `slice_last_position`: it takes the hidden states entering the logits projection (fp32 or
+quantized) and keeps the last position (`Slice` on axis 1), so the vocabulary projection, the biggest
 single matrix (42384 x 1024 at the BioGPT-base shape), runs on one position instead of the whole prompt.
 The graph is otherwise the decoder itself. Upstream's version slices earlier (after the last attention) and
 also saves the last layer's MLP; ours is architecture-neutral and needs no fused operators.
@@ -34,12 +34,33 @@ from gen_export.patches.ort_convert_generation import check_version
 LOGITS = "logits"
 
 
-def _logits_matmul(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+#: The logits projection in each form genexport produces: fp32, int4 (MatMulNBits) and int8, either fused
+#: (DynamicQuantizeMatMul) or as DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul.
+PROJECTIONS = {"MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
+#: Ops walked through between the projection and `logits`.
+PASS_THROUGH = {"Reshape", "Identity", "Cast", "Mul", "MatMulInteger"}
+
+
+def _projection_input(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+    """The node whose input 0 is the hidden state entering the logits projection, or None if not found.
+
+    The walk stops at the projection itself: a Reshape between the final layer norm and the projection
+    (GPT-2's `view(output_shape)`, built from the input's sequence length) must still see every position.
+    """
     producers = {o: n for n in graph.node for o in n.output}
     node = producers.get(LOGITS)
-    while node is not None and node.op_type in {"Reshape", "Identity", "Cast"}:
-        node = producers.get(node.input[0])  # shape-only ops between the projection and the output
-    return node if node is not None and node.op_type == "MatMul" else None
+    for _ in range(8):  # a few ops at most; a longer walk means an unknown layout
+        if node is None:
+            return None
+        if node.op_type in PROJECTIONS:
+            return node
+        if node.op_type not in PASS_THROUGH:
+            return None
+        # Follow the activation, not a constant scale: the input that some node in the graph produces
+        # from a non-constant op (the Mul of the int8 chain has the Cast on one side, scales on the other).
+        inputs = [producers.get(name) for name in node.input]
+        node = next((p for p in inputs if p is not None and p.op_type in PROJECTIONS | PASS_THROUGH), None)
+    return None
 
 
 def slice_last_position(decoder_onnx_path: str, init_decoder_onnx_path: str,
@@ -49,10 +70,10 @@ def slice_last_position(decoder_onnx_path: str, init_decoder_onnx_path: str,
     Same signature and contract as upstream's `generate_gpt2_init_decoder` (it is called in its place).
     """
     model = onnx.load_model(decoder_onnx_path, load_external_data=True)
-    matmul = _logits_matmul(model.graph)
-    if matmul is None:
+    reader = _projection_input(model.graph)
+    if reader is None:
         return False
-    hidden = matmul.input[0]
+    hidden = reader.input[0]
     sliced = f"{hidden}/last_position"
     constants = {
         "InitDecoderSliceStarts": [-1],
@@ -61,9 +82,8 @@ def slice_last_position(decoder_onnx_path: str, init_decoder_onnx_path: str,
     }
     model.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
     slice_node = helper.make_node("Slice", [hidden, *constants], [sliced], name="InitDecoderSliceLastPosition")
-    index = list(model.graph.node).index(matmul)
-    model.graph.node.insert(index, slice_node)
-    matmul.input[0] = sliced
+    model.graph.node.insert(list(model.graph.node).index(reader), slice_node)
+    reader.input[0] = sliced
     # The logits output now has sequence length 1; say so rather than keep the decoder's symbolic name.
     for output in model.graph.output:
         if output.name == LOGITS and len(output.type.tensor_type.shape.dim) == 3:
