@@ -71,8 +71,11 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             # Per-channel: one scale per output column; per-tensor scales lost far more agreement by hand.
+            # DefaultTensorType: ONNX shape inference cannot type the outputs of contrib operators
+            # (MultiHeadAttention after `optimize_decoder`); everything here is float32.
             quantize_dynamic(str(decoder_onnx), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         elif precision is Precision.INT4:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

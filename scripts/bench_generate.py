@@ -57,6 +57,8 @@ VARIANTS = {
     "fp32-opt": ("fp32", True, True, True),
     "int8": ("int8", False, True, True),
     "int4": ("int4", False, True, True),
+    "int8-opt": ("int8", True, True, True),
+    "int4-opt": ("int4", True, True, True),
     "int8-all": ("int8", False, False, True),
     "int4-all": ("int4", False, False, True),
 }

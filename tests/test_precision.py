@@ -32,11 +32,15 @@ def _logits_producer(decoder: Path) -> str:
     return node.op_type
 
 
-@pytest.mark.parametrize(("precision", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+@pytest.mark.parametrize(("precision", "op", "optimize"),
+                         [("int8", "MatMulInteger", False), ("int4", "MatMulNBits", False),
+                          ("int8", "MatMulInteger", True)])
 def test_quantized_graph_is_measured_against_fp32(tiny_biogpt: Path, tmp_path: Path, precision: str,
-                                                  op: str) -> None:
-    result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision))
+                                                  op: str, optimize: bool) -> None:
+    result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision),
+                               optimize=optimize)
     ops = _decoder_ops(result.graph_onnx)
+    assert ("MultiHeadAttention" in ops) is optimize  # quantized after fusion: q/k/v MatMuls stay MatMuls
     assert op in ops or (precision == "int8" and "DynamicQuantizeMatMul" in ops), ops
     manifest = json.loads(result.manifest.read_text())
     assert manifest["settings"]["precision"] == precision
