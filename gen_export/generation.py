@@ -33,7 +33,13 @@ from gen_export.progress import Steps
 from gen_export.reference_search import SearchFlags
 from gen_export.runtime import graph_io, make_session
 from gen_export.sampling_checks import GREEDY_TOP_P, SamplingReport, run_sampling_checks
-from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph, search_graph_inputs
+from gen_export.search_graph import (
+    SearchGraphSpec,
+    SearchMode,
+    build_search_graph,
+    has_init_decoder,
+    search_graph_inputs,
+)
 
 #: Prompts used when the user gives none: plain biomedical English any BPE vocabulary can encode.
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -310,6 +316,8 @@ def export_generation(
                 # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
                 "quantized_matmuls": "none" if precision is Precision.FP32 else "all but the logits projection",
                 "optimize": {"enabled": optimize, "fused_operators": fused_ops},
+                # Logits for the last prompt position only on the first step (patches/ort_init_decoder.py).
+                "init_decoder": has_init_decoder(graph_path),
                 "notes": notes,
             },
             validation={"decoder": validation.as_dict()},

@@ -136,14 +136,15 @@ def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: Searc
         ) from None
     finally:
         root.setLevel(level)
-    if init_decoder and not _has_init_decoder(output):
+    if init_decoder and not has_init_decoder(output):
         raise GenExportError(
             "convert_generation did not attach the init decoder (no logits projection found)",
             "report this as a genexport bug with the checkpoint's config.json",
         )
 
 
-def _has_init_decoder(path: Path) -> bool:
+def has_init_decoder(path: Path) -> bool:
+    """Whether the fused graph carries a separate first-step decoder (the `init_decoder` attribute)."""
     model = onnx.load(str(path), load_external_data=False)
     return any(a.name == "init_decoder" for a in model.graph.node[0].attribute)
 

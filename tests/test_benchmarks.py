@@ -47,3 +47,16 @@ def test_bench_embed_quick(tmp_path: Path) -> None:
     assert cosines["onnxruntime fp32"] >= 0.99999 and cosines["onnxruntime int8"] < 1.0
     assert all(float(row[5]) > 0 for row in rows)
     assert (tmp_path / "embed.md").is_file()
+
+
+def test_bench_decoder_step_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decoder_step.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.stdout.splitlines()
+            if line.startswith("| tiny")]
+    # Two scenarios x three decoders, each timed; the exported decoder is its own 1.00x baseline.
+    assert [(r[1].split(",")[0], r[2]) for r in rows] == [
+        (scenario, decoder) for scenario in ("one-token step", "first step")
+        for decoder in ("exported", "MultiHeadAttention", "Attention")]
+    assert all(float(r[3]) > 0 for r in rows) and {r[5] for r in rows if r[2] == "exported"} == {"1.00x"}

@@ -97,3 +97,4 @@ def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -
     manifest = json.loads(result.manifest.read_text())
     fused = manifest["settings"]["optimize"]
     assert fused["enabled"] and fused["fused_operators"]["MultiHeadAttention"] == 2
+    assert manifest["settings"]["init_decoder"] is True
