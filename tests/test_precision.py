@@ -98,3 +98,15 @@ def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -
     fused = manifest["settings"]["optimize"]
     assert fused["enabled"] and fused["fused_operators"]["MultiHeadAttention"] == 2
     assert manifest["settings"]["init_decoder"] is True
+
+
+def test_init_decoder_only_below_the_size_limit(tiny_biogpt: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large decoders skip the first-step decoder (memory); the manifest says which one was built."""
+    from gen_export import search_graph
+
+    monkeypatch.setattr(search_graph, "INIT_DECODER_MAX_BYTES", 1)
+    result = export_generation(tiny_biogpt, tmp_path / "big", parity=False)
+    model = onnx.load(str(result.graph_onnx))
+    assert [a.name for a in model.graph.node[0].attribute if a.type == a.GRAPH] == ["decoder"]
+    assert json.loads(result.manifest.read_text())["settings"]["init_decoder"] is False
