@@ -48,7 +48,6 @@ MASK_INPUT = "attention_mask"
 @dataclass
 class _Projection:
     matmul: onnx.NodeProto
-    add: onnx.NodeProto
     weight: str
     bias: str
 
@@ -57,7 +56,6 @@ class _Graph:
     """Producer/consumer lookups and constant reads over one ONNX graph."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
         self.graph = model.graph
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.refresh()
@@ -120,7 +118,7 @@ def _projection(g: _Graph, heads: onnx.NodeProto) -> tuple[_Projection, float] |
         matmul = g.parent(add, matmul_index, "MatMul")
         bias = add.input[1 - matmul_index]
         if matmul is not None and matmul.input[1] in g.initializers and bias in g.initializers:
-            return _Projection(matmul, add, matmul.input[1], bias), pre_scale
+            return _Projection(matmul, matmul.input[1], bias), pre_scale
     return None
 
 
@@ -183,6 +181,8 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
     biases = [numpy_helper.to_array(g.initializers[p.bias]) for p in (q, k, v)]
     qkv_bias = numpy_helper.from_array(np.concatenate(biases, axis=0), f"{prefix}/qkv_bias")
     g.graph.initializer.append(qkv_bias)
+    common = {"domain": "com.microsoft", "num_heads": num_heads, "unidirectional": 1,
+              "scale": q_scale * float(scale.reshape(()))}
     if operator == "MultiHeadAttention":
         # The q/k/v MatMuls stay (plain GEMMs over all rows); their biases, the heads split, mask, softmax,
         # the past concatenation and the merge go into one node. present_i is still stacked by the existing
@@ -193,10 +193,7 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
              key_all.input[0], value_all.input[0]],
             [f"{prefix}/MultiHeadAttention_output_0", f"{prefix}/present_key", f"{prefix}/present_value"],
             name=f"{prefix}/MultiHeadAttention",
-            domain="com.microsoft",
-            num_heads=num_heads,
-            unidirectional=1,
-            scale=q_scale * float(scale.reshape(())),
+            **common,
         )
         halves[0].input[0], halves[1].input[0] = attention.output[1], attention.output[2]  # type: ignore[union-attr]
     else:
@@ -208,10 +205,7 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
             [q.matmul.input[0], qkv_weight.name, qkv_bias.name, mask, past],
             [f"{prefix}/Attention_output_0", present],
             name=f"{prefix}/Attention",
-            domain="com.microsoft",
-            num_heads=num_heads,
-            unidirectional=1,
-            scale=q_scale * float(scale.reshape(())),
+            **common,
         )
         g.graph.node.remove(stack)  # the operator produces present_i itself
     g.graph.node.append(attention)
@@ -220,31 +214,6 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
             if name == merge.output[0]:
                 consumer.input[i] = attention.output[0]
     return attention
-
-
-def prune_dead_nodes(model: onnx.ModelProto) -> int:
-    """Remove nodes (and initializers, value_info) that no graph output depends on; returns nodes removed."""
-    graph = model.graph
-    needed = {o.name for o in graph.output}
-    keep: list[onnx.NodeProto] = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-            for attribute in node.attribute:  # subgraphs (If/Loop) read outer names too
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    needed.update(i for n in attribute.g.node for i in n.input)
-    removed = len(graph.node) - len(keep)
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    unused = [t for t in graph.initializer if t.name not in needed]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-    produced = {o for n in graph.node for o in n.output}
-    stale = [v for v in graph.value_info if v.name not in produced]
-    for value in stale:
-        graph.value_info.remove(value)
-    return removed
 
 
 def fuse_attention(model: onnx.ModelProto, num_layers: int, num_heads: int,
@@ -266,33 +235,16 @@ def fuse_attention(model: onnx.ModelProto, num_layers: int, num_heads: int,
         if _fuse_layer(g, f"present_{layer}", f"past_{layer}", num_heads, MASK_INPUT, operator) is None:
             return 0
         g.refresh()
-    _topological_sort(work)  # the Attention nodes were appended at the end
-    prune_dead_nodes(work)
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    # The new nodes were appended at the end; the unfused attention and the 4-D mask are now dead.
+    fused = OnnxModel(work)
+    fused.topological_sort()
+    fused.prune_graph(allow_remove_graph_inputs=False)
     if not any(o.domain == "com.microsoft" for o in work.opset_import):
         work.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     model.CopyFrom(work)
     return num_layers
-
-
-def _topological_sort(model: onnx.ModelProto) -> None:
-    """Stable topological order: repeated passes, each placing every node whose inputs are ready."""
-    graph = model.graph
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered: list[onnx.NodeProto] = []
-    while pending:
-        progressed = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                progressed.append(node)
-        if len(progressed) == len(pending):
-            raise ValueError(f"graph has a cycle or a missing input near {progressed[0].name}")
-        pending = progressed
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def optimize_decoder(decoder_onnx: Path, out: Path, dims: DecoderDims,

@@ -17,6 +17,7 @@ from typing import Any
 
 from gen_export.errors import GenExportError
 from gen_export.parity import ParityCase, graph_feed, user_tokens
+from gen_export.runtime import logits_projection
 
 
 class Precision(StrEnum):
@@ -41,12 +42,8 @@ def check_precision(precision: Precision, sampling: bool) -> None:
 
 def _logits_matmul(model: Any) -> str | None:
     """The MatMul that produces `logits` (the tied output embedding), if there is one."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    node = producers.get("logits")
-    while node is not None and node.op_type != "MatMul":
-        # Walk back through shape-only ops (e.g. a Reshape) to the projection itself.
-        node = producers.get(node.input[0]) if node.op_type in {"Reshape", "Identity", "Cast"} else None
-    return node.name if node is not None else None
+    node = logits_projection(model.graph)
+    return node.name if node is not None and node.op_type == "MatMul" else None
 
 
 def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,

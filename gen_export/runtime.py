@@ -57,3 +57,33 @@ def needs_external_data(path: Path) -> bool:
 def check_model(path: Path) -> None:
     """onnx.checker on a path, so graphs with external data over 2 GB are checked too."""
     onnx.checker.check_model(str(path))
+
+
+#: The logits projection in each form genexport produces: fp32 MatMul, int4 MatMulNBits and int8, either fused
+#: (DynamicQuantizeMatMul) or as DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul.
+LOGITS_PROJECTIONS = {"MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
+#: Ops walked through between the projection and `logits`.
+LOGITS_PASS_THROUGH = {"Reshape", "Identity", "Cast", "Mul", "MatMulInteger"}
+
+
+def logits_projection(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+    """The node whose input 0 is the hidden state entering the `logits` projection, or None if not found.
+
+    The walk stops at the projection itself: a Reshape between the final layer norm and the projection
+    (GPT-2's `view(output_shape)`, built from the input's sequence length) is not part of it.
+    """
+    producers = {o: n for n in graph.node for o in n.output}
+    node = producers.get("logits")
+    for _ in range(8):  # a few ops at most; a longer walk means an unknown layout
+        if node is None:
+            return None
+        if node.op_type in LOGITS_PROJECTIONS:
+            return node
+        if node.op_type not in LOGITS_PASS_THROUGH:
+            return None
+        # Follow the activation, not a constant scale (the Mul of the int8 chain has the Cast on one side,
+        # scales on the other): the input produced by an op of the chain.
+        inputs = [producers.get(name) for name in node.input]
+        node = next((p for p in inputs if p is not None and p.op_type in LOGITS_PROJECTIONS | LOGITS_PASS_THROUGH),
+                    None)
+    return None

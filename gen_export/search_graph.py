@@ -90,7 +90,7 @@ def build_search_graph(
         _convert(checkpoint_dir, decoder, target, spec, init_decoder=init_decoder, large=large)
         for produced in work.glob(f"{output.name}*"):  # the graph, and its external data if any
             shutil.move(produced, output.parent / produced.name)
-    _check_operator(output, spec)
+    _check_operator(output, spec, init_decoder)
     return output
 
 
@@ -141,21 +141,20 @@ def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: Searc
         ) from None
     finally:
         root.setLevel(level)
-    if init_decoder and not has_init_decoder(output):
-        raise GenExportError(
-            "convert_generation did not attach the init decoder (no logits projection found)",
-            "report this as a genexport bug with the checkpoint's config.json",
-        )
 
 
 def has_init_decoder(path: Path) -> bool:
     """Whether the fused graph carries a separate first-step decoder (the `init_decoder` attribute)."""
-    model = onnx.load(str(path), load_external_data=False)
-    return any(a.name == "init_decoder" for a in model.graph.node[0].attribute)
+    return _has_init_decoder(onnx.load(str(path), load_external_data=False).graph.node[0])
 
 
-def _check_operator(path: Path, spec: SearchGraphSpec) -> None:
-    """The fused graph must carry the ids we asked for (a wrong pad id silently corrupts outputs)."""
+def _has_init_decoder(node: onnx.NodeProto) -> bool:
+    return any(a.name == "init_decoder" for a in node.attribute)
+
+
+def _check_operator(path: Path, spec: SearchGraphSpec, init_decoder: bool) -> None:
+    """The fused graph must carry the ids we asked for (a wrong pad id silently corrupts outputs), and the
+    first-step decoder when one was asked for."""
     model = onnx.load(str(path), load_external_data=False)
     node = model.graph.node[0]
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.type == a.INT}
@@ -164,4 +163,9 @@ def _check_operator(path: Path, spec: SearchGraphSpec) -> None:
             f"fused graph has pad {attributes.get('pad_token_id')} / eos {attributes.get('eos_token_id')}, "
             f"expected {spec.pad_token_id} / {spec.eos_token_id}",
             "report this as a genexport bug",
+        )
+    if init_decoder and not _has_init_decoder(node):
+        raise GenExportError(
+            "convert_generation did not attach the init decoder (no logits projection found)",
+            "report this as a genexport bug with the checkpoint's config.json",
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from importlib import metadata
+from typing import Any
 
 from packaging.version import Version
 
@@ -50,9 +51,16 @@ def applied() -> Iterator[None]:
     from onnxruntime.transformers import convert_generation
     from transformers import AutoConfig
 
-    original = convert_generation.GPT2Config
-    convert_generation.GPT2Config = AutoConfig
+    with swapped(convert_generation, "GPT2Config", AutoConfig):
+        yield
+
+
+@contextlib.contextmanager
+def swapped(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """Bind `owner.name` to `value` for the block, and restore the original afterwards, also on errors."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        convert_generation.GPT2Config = original
+        setattr(owner, name, original)

@@ -29,38 +29,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gen_export.patches.ort_convert_generation import check_version
+from gen_export.patches.ort_convert_generation import check_version, swapped
+from gen_export.runtime import logits_projection
 
 LOGITS = "logits"
-
-
-#: The logits projection in each form genexport produces: fp32, int4 (MatMulNBits) and int8, either fused
-#: (DynamicQuantizeMatMul) or as DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul.
-PROJECTIONS = {"MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
-#: Ops walked through between the projection and `logits`.
-PASS_THROUGH = {"Reshape", "Identity", "Cast", "Mul", "MatMulInteger"}
-
-
-def _projection_input(graph: onnx.GraphProto) -> onnx.NodeProto | None:
-    """The node whose input 0 is the hidden state entering the logits projection, or None if not found.
-
-    The walk stops at the projection itself: a Reshape between the final layer norm and the projection
-    (GPT-2's `view(output_shape)`, built from the input's sequence length) must still see every position.
-    """
-    producers = {o: n for n in graph.node for o in n.output}
-    node = producers.get(LOGITS)
-    for _ in range(8):  # a few ops at most; a longer walk means an unknown layout
-        if node is None:
-            return None
-        if node.op_type in PROJECTIONS:
-            return node
-        if node.op_type not in PASS_THROUGH:
-            return None
-        # Follow the activation, not a constant scale: the input that some node in the graph produces
-        # from a non-constant op (the Mul of the int8 chain has the Cast on one side, scales on the other).
-        inputs = [producers.get(name) for name in node.input]
-        node = next((p for p in inputs if p is not None and p.op_type in PROJECTIONS | PASS_THROUGH), None)
-    return None
 
 
 def slice_last_position(decoder_onnx_path: str, init_decoder_onnx_path: str,
@@ -70,7 +42,7 @@ def slice_last_position(decoder_onnx_path: str, init_decoder_onnx_path: str,
     Same signature and contract as upstream's `generate_gpt2_init_decoder` (it is called in its place).
     """
     model = onnx.load_model(decoder_onnx_path, load_external_data=True)
-    reader = _projection_input(model.graph)
+    reader = logits_projection(model.graph)
     if reader is None:
         return False
     hidden = reader.input[0]
@@ -101,10 +73,5 @@ def applied() -> Iterator[None]:
     check_version()
     from onnxruntime.transformers import convert_generation
 
-    original = convert_generation.generate_gpt2_init_decoder
-    convert_generation.generate_gpt2_init_decoder = slice_last_position
-    try:
+    with swapped(convert_generation, "generate_gpt2_init_decoder", slice_last_position):
         yield
-    finally:
-        convert_generation.generate_gpt2_init_decoder = original
-
