@@ -14,9 +14,11 @@ against its members before the repository is moved into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,10 +230,11 @@ def _prepare(export_dir: Any, repo_dir: Any, backend: str, command: tuple[str, .
     return export_dir, repo_dir, name, manifest
 
 
-def _manifest_value(manifest: dict[str, Any], export_dir: Path, read: Any) -> Any:
-    """`read(manifest)`, with a hand-edited or foreign manifest as a one-line error instead of a KeyError."""
+@contextlib.contextmanager
+def _manifest_reads(export_dir: Path) -> Iterator[None]:
+    """Reads of an export's manifest: a hand-edited or foreign one is a one-line error, not a KeyError."""
     try:
-        return read(manifest)
+        yield
     except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError) as error:
         raise GenExportError(f"{export_dir / MANIFEST_NAME} lacks what a Triton repository needs ({error!r})",
                              "export again with genexport (the manifest must be the one it wrote)") from None
@@ -260,11 +263,22 @@ def write_generator_repository(
     check_request_limits(max_prompts, max_text_bytes, max_request_bytes)
     export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("beam", "greedy", "sampling"),
                                                     name, force)
-    graph_name, io, graph_inputs, defaults, search, max_positions = _manifest_value(
-        manifest, export_dir, lambda m: (
-            next(iter(m["graph"])), m["graph"][next(iter(m["graph"]))],
-            list(m["settings"]["graph_inputs"]), dict(m["settings"]["generation_defaults"]),
-            m["settings"]["search"], int(m["settings"]["dims"]["max_positions"])))
+    with _manifest_reads(export_dir):
+        settings = manifest["settings"]
+        graph_name = next(iter(manifest["graph"]))
+        io = manifest["graph"][graph_name]
+        graph_inputs: list[str] = list(settings["graph_inputs"])
+        defaults = dict(settings["generation_defaults"])
+        search = settings["search"]
+        eos_token_id, pad_token_id = int(search["eos_token_id"]), int(search["pad_token_id"])
+        max_positions = int(settings["dims"]["max_positions"])
+        graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
+        outputs = [t["name"] for t in io["outputs"]]
+        # Each graph tensor as a member config entry, with the graph's own dtype and dims (a mismatch would fail
+        # at load time); "sequences" feeds the detokenizer.
+        declared = {n: _tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
+                    for n in [*graph_inputs, *outputs, "sequences"]}
+        sequences_dims = _dims(graph_tensors["sequences"]["dims"])
     _check_served_defaults(defaults, export_dir)
     paths = python_paths if python_paths is not None else default_python_paths()
     request_defaults = {
@@ -276,17 +290,8 @@ def write_generator_repository(
     parameters = [p for p, (_, graph_input) in GENERATOR_PARAMETERS.items() if graph_input in graph_inputs]
     tokenizer_model, generator_model, detokenizer_model = (
         f"{name}_tokenizer", f"{name}_generator", f"{name}_detokenizer")
-    graph_tensors = _manifest_value(manifest, export_dir, lambda m: {
-        t["name"]: t for t in io["inputs"] + io["outputs"] if [t["dims"], _DTYPES[t["dtype"]]]})
-    _manifest_value(manifest, export_dir, lambda m: [graph_tensors[n] for n in [*graph_inputs, "sequences"]] and [
-        int(search["eos_token_id"]), int(search["pad_token_id"])])
 
-    def graph_tensor(tensor: str) -> str:
-        """A member config entry with the graph's own dtype and dims (a mismatch fails at load time)."""
-        spec = graph_tensors[tensor]
-        return _tensor(tensor, _DTYPES[spec["dtype"]], _dims(spec["dims"]))
-
-    outputs = [t["name"] for t in io["outputs"]]
+    graph_tensor = declared.__getitem__
 
     with staged_output(repo_dir, force, model_dirs=(export_dir,)) as root:
         # Tokenizer: TEXT + optional parameters -> every graph input.
@@ -309,9 +314,8 @@ def write_generator_repository(
                       paths)
         (root / detokenizer_model / "config.pbtxt").write_text(_config(
             detokenizer_model, ['backend: "python"', _params({
-                "eos_token_id": str(search["eos_token_id"]),
-                "pad_token_id": str(search["pad_token_id"])})],
-            [_tensor("sequences", "TYPE_INT32", _dims(graph_tensors["sequences"]["dims"])),
+                "eos_token_id": str(eos_token_id), "pad_token_id": str(pad_token_id)})],
+            [_tensor("sequences", "TYPE_INT32", sequences_dims),
              _tensor("input_ids", "TYPE_INT32", "[ -1, -1 ]")],
             [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")], 0,
             "instance_group [ { kind: KIND_CPU count: 1 } ]"))
@@ -353,10 +357,12 @@ def write_embedding_repository(
     """
     check_request_limits(max_batch_size, max_text_bytes, max_request_bytes)
     export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("embed",), name, force)
-    inputs, out_dims, max_length = _manifest_value(manifest, export_dir, lambda m: (
-        [spec["name"] for spec in m["settings"]["inputs"]],
-        "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in m["settings"]["output"]["dims"][1:]) + " ]",
-        int(m["settings"]["tokenizer"]["max_length"])))
+    with _manifest_reads(export_dir):
+        settings = manifest["settings"]
+        inputs = [spec["name"] for spec in settings["inputs"]]
+        out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1"
+                                    for d in settings["output"]["dims"][1:]) + " ]"
+        max_length = int(settings["tokenizer"]["max_length"])
     paths = python_paths if python_paths is not None else default_python_paths()
     tokenizer_model, embedding_model = f"{name}_tokenizer", f"{name}_embedding"
     batching = "dynamic_batching { max_queue_delay_microseconds: 2000 }"
