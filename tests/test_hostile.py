@@ -144,6 +144,18 @@ def out_is_model(ctx: Ctx) -> list[str]:
     return ctx.beam("--force")
 
 
+def decoder_out_is_model(ctx: Ctx) -> list[str]:
+    ctx.absent.remove(ctx.out)
+    return ["decoder", str(ctx.model), "-o", str(ctx.model), "--force"]
+
+
+def out_is_a_link_to_model(ctx: Ctx) -> list[str]:
+    ctx.out.symlink_to(ctx.model)
+    ctx.absent.remove(ctx.out)
+    ctx.after.append(lambda: None if ctx.out.is_symlink() else pytest.fail("the link was replaced"))
+    return ctx.beam("--force")
+
+
 def out_contains_model(ctx: Ctx) -> list[str]:
     _move_model(ctx, ctx.tmp / "parent" / "model")
     ctx.absent.remove(ctx.out)
@@ -499,6 +511,8 @@ def encoder_extra_layer(ctx: Ctx) -> list[str]:
 CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     # --force and output folders: never delete what is not genexport's.
     ("out-is-model", out_is_model, "is the folder it reads from"),
+    ("decoder-out-is-model", decoder_out_is_model, "is the folder it reads from"),
+    ("out-is-a-link-to-model", out_is_a_link_to_model, "is the folder it reads from"),
     ("out-contains-model", out_contains_model, "contains the folder it reads from"),
     ("out-is-cwd", out_is_cwd, "is the current folder"),
     ("out-contains-cwd", out_contains_cwd, "contains the current folder"),

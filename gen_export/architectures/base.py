@@ -265,13 +265,20 @@ def _quiet_transformers() -> Iterator[None]:
     A filter, not a level: transformers runs an extra tensor-parallel check (and logs more) when its logger's
     level is raised.
     """
+    from transformers.utils import logging as hf_logging
+
     logger = logging.getLogger("transformers.modeling_utils")
     below_error = _BelowError()
     logger.addFilter(below_error)
+    # transformers 5 draws a "Loading weights" progress bar on stderr; genexport shows its own steps.
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         logger.removeFilter(below_error)
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 class _BelowError(logging.Filter):
