@@ -86,6 +86,8 @@ class _Held:
     depth: int
     #: What OUT held when the run started: None (absent) or its entries (path, size, mtime_ns).
     snapshot: frozenset[tuple[str, int, int]] | None
+    #: The topmost parent folder of OUT this run created (removed again if the run writes nothing).
+    created: Path | None = None
 
 
 def _snapshot(folder: Path) -> frozenset[tuple[str, int, int]] | None:
@@ -103,7 +105,9 @@ def _contains(outer: Path, inner: Path) -> bool:
 
 
 def _protected_paths(model_dirs: tuple[Path, ...]) -> list[tuple[str, Path]]:
-    protected = [("the current folder", Path.cwd().resolve())]
+    protected = []
+    with contextlib.suppress(OSError):  # a deleted working folder has no path
+        protected.append(("the current folder", Path.cwd().resolve()))
     with contextlib.suppress(RuntimeError, KeyError):
         protected.append(("your home folder", Path.home().resolve()))
     protected += [("the folder it reads from (model or export)", Path(m).expanduser().resolve()) for m in model_dirs]
@@ -163,14 +167,20 @@ def _lock(output: Path) -> _Held:
     if held is not None:
         held.depth += 1
         return held
-    output.parent.mkdir(parents=True, exist_ok=True)
+    created = next((p for p in reversed(output.parents) if not p.exists()), None)  # topmost missing parent
     lock_path = output.with_name(f".{output.name}.lock")
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            _remove_created(output, created)
+            raise _disk_error(error, output) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            _remove_created(output, created)
             raise GenExportError(f"another genexport run is writing {output}",
                                  "wait for it to finish, or choose another output folder") from None
         # The holder before us may have removed the file after we opened it: lock the file that is there now.
@@ -178,7 +188,7 @@ def _lock(output: Path) -> _Held:
             if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
                 break
         os.close(fd)
-    held = _Held(lock_path, fd, 1, _snapshot(output))
+    held = _Held(lock_path, fd, 1, _snapshot(output), created)
     _HELD[output] = held
     return held
 
@@ -192,6 +202,20 @@ def _unlock(output: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(held.lock_path)
     os.close(held.fd)
+    _remove_created(output, held.created)
+
+
+def _remove_created(output: Path, created: Path | None) -> None:
+    """A run that wrote nothing leaves no trace: the (empty) parent folders it created for OUT go too."""
+    if created is None or output.exists():
+        return
+    folder = output.parent
+    while folder.is_relative_to(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 class Terminated(SystemExit):

@@ -29,7 +29,7 @@ class Checkpoint:
     config: dict[str, Any]
 
     def weight_files(self) -> list[Path]:
-        return sorted(p for pattern in WEIGHT_PATTERNS for p in self.path.glob(pattern))
+        return sorted(p for pattern in WEIGHT_PATTERNS for p in self.path.glob(pattern) if p.is_file())
 
     def weights_sha256(self) -> str:
         return sha256_files(self.weight_files())

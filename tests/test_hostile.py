@@ -700,6 +700,33 @@ def test_an_out_that_appears_during_the_run_is_not_replaced(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_parent_folders_created_for_a_failed_run_are_removed(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="export failed"), \
+            staged_output(tmp_path / "new" / "deeper" / "out", force=False):
+        raise RuntimeError("export failed")
+    assert list(tmp_path.iterdir()) == []
+    with staged_output(tmp_path / "new" / "out", force=False) as staging:  # a successful run keeps them
+        (staging / "a").write_text("a")
+    assert (tmp_path / "new" / "out" / "a").is_file()
+
+
+def test_a_read_only_parent_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated (tests may run as root, who writes anywhere): the lock file cannot be created."""
+    real_open = os.open
+
+    def open_refusing_locks(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_refusing_locks)
+    with pytest.raises(GenExportError, match="permission denied while writing"), \
+            staged_output(tmp_path / "ro" / "out", force=False):
+        pass
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_out_emptied_elsewhere_is_still_written(tmp_path: Path) -> None:
     """The check compares with what OUT held at the start: an empty OUT that stays empty is replaced."""
     (tmp_path / "out").mkdir()
