@@ -239,6 +239,8 @@ def export_generation(
     prompts = require_prompts("prompts", prompts)
     mode = SearchMode(mode)
     defaults = defaults or GenerationDefaults()
+    if not isinstance(defaults, GenerationDefaults):
+        raise TypeError(f"defaults must be a GenerationDefaults, not {type(defaults).__name__}")
     check_generation_values(defaults, no_repeat_ngram_size=no_repeat_ngram_size, temperature=temperature,
                             top_p=top_p)
     require_opset(opset)

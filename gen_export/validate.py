@@ -46,7 +46,7 @@ def require_int(name: str, value: Any, low: int | None = None, high: int | None 
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"{low}..{high}" if high is not None else f">= {low}"
-        raise GenExportError(f"{name} is {value}, outside {span}", f"pass {flag or name} within {span}")
+        raise GenExportError(f"{name} is {value}, {_must(span)}", f"pass {flag or name} within {span}")
     return value
 
 
@@ -62,8 +62,12 @@ def require_float(name: str, value: Any, low: float | None = None, high: float |
     if too_low or (high is not None and value > high):
         left = "(" if low_open else "["
         span = f"{left}{low:g}, {high:g}]" if high is not None else (f"> {low:g}" if low_open else f">= {low:g}")
-        raise GenExportError(f"{name} is {value:g}, outside {span}", f"pass {flag or name} within {span}")
+        raise GenExportError(f"{name} is {value:g}, {_must(span)}", f"pass {flag or name} within {span}")
     return value
+
+
+def _must(span: str) -> str:
+    return f"must be {span}" if span[0] in "<>" else f"must be in {span}"
 
 
 def require_opset(opset: Any) -> int:
