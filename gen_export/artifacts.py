@@ -121,27 +121,27 @@ def check_output_target(output: Path, force: bool, *, model_dirs: tuple[Path, ..
     """
     output = Path(output).expanduser().resolve()
     if output.parent == output:
-        raise GenExportError(f"output {output} is a filesystem root", "choose a new folder for --output")
+        raise GenExportError(f"output {output} is a filesystem root", "choose a new output folder")
     for what, path in _protected_paths(model_dirs):
         if _contains(output, path):
             relation = "is" if output == path else "contains"
             raise GenExportError(
                 f"output {output} {relation} {what} ({path}); genexport never writes over it, even with --force",
-                "choose a new, separate folder for --output",
+                "choose a new, separate output folder",
             )
     if output.exists() and not output.is_dir():
-        raise GenExportError(f"output {output} exists and is not a folder", "choose another --output path")
+        raise GenExportError(f"output {output} exists and is not a folder", "choose another output path")
     if output.is_dir() and any(output.iterdir()):
         if not force:
             raise GenExportError(
                 f"output folder {output} already exists and is not empty",
-                "choose a new --output folder or pass --force to replace it",
+                "choose a new output folder or pass --force to replace it",
             )
         if not (output / MANIFEST_NAME).is_file():
             raise GenExportError(
                 f"output folder {output} was not written by genexport (no {MANIFEST_NAME}): --force only replaces "
                 "genexport's own outputs",
-                "choose a new --output folder, or empty this one yourself",
+                "choose a new output folder, or empty this one yourself",
             )
     return output
 

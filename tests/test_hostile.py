@@ -240,6 +240,15 @@ def out_inside_triton_repo(ctx: Ctx) -> list[str]:
     return ctx.beam("--triton-repo", str(ctx.tmp / "repo"))
 
 
+def triton_repo_foreign_with_force(ctx: Ctx) -> list[str]:
+    """Checked with OUT before any work: OUT is never written when the repository folder is refused."""
+    repo = ctx.tmp / "repo"
+    repo.mkdir()
+    (repo / "my_model").mkdir()
+    ctx.watched.append(repo)
+    return ctx.beam("--triton-repo", str(repo), "--force")
+
+
 def triton_repo_is_model(ctx: Ctx) -> list[str]:
     return ctx.beam("--triton-repo", str(ctx.model), "--force")
 
@@ -526,6 +535,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("triton-repo-inside-out", triton_repo_inside_out, "contains"),
     ("out-inside-triton-repo", out_inside_triton_repo, "is inside"),
     ("triton-repo-is-model", triton_repo_is_model, "is the folder it reads from"),
+    ("triton-repo-foreign-with-force", triton_repo_foreign_with_force, "repo was not written by genexport"),
     ("out-locked-by-another-run", out_locked_by_another_run, "another genexport run is writing"),
     ("triton-name-traversal", triton_name_traversal, "is not a plain model name"),
     ("triton-name-slash", triton_name_slash, "is not a plain model name"),
