@@ -249,12 +249,10 @@ def reserved_outputs(outputs: list[Path | None], force: bool, *,
     Triton repository) opens one around all of them, and the inner ones re-enter its locks.
     """
     resolved = check_output_targets(outputs, force, model_dirs=model_dirs)
-    taken: list[Path] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(cleanup_on_sigterm())
         for output in resolved:
             _lock(output)
-            taken.append(output)
             stack.callback(_unlock, output)
         yield resolved
 
@@ -288,8 +286,8 @@ def staged_output(output: Path, force: bool, *, model_dirs: tuple[Path, ...] = (
 
 def _disk_error(error: OSError, output: Path) -> GenExportError:
     what = _DISK_ERRORS.get(error.errno or 0, error.strerror or "cannot write")
-    return GenExportError(f"{what} while writing {output} ({error.filename or output}); nothing was written",
-                          "free space or fix permissions there, or choose another --output folder")
+    return GenExportError(f"{what} ({error.filename or output}) while exporting to {output}; nothing was written",
+                          "free space or fix permissions there, or choose another output folder")
 
 
 def _swap(staging: Path, output: Path, before: frozenset[tuple[str, int, int]] | None) -> None:
