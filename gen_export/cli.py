@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -118,6 +119,7 @@ def beam(
         help="Run onnxruntime's transformer optimizer on the decoder first (still parity-checked).")] = False,
 ) -> None:
     """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
+    from gen_export.artifacts import reserved_outputs
     from gen_export.generation import GenerationDefaults, export_generation, read_prompts
     from gen_export.parity import SearchFlags, check_flags
     from gen_export.progress import Steps
@@ -137,16 +139,18 @@ def beam(
             num_return_sequences=num_return_sequences, length_penalty=length_penalty,
             repetition_penalty=repetition_penalty,
         )
-        result = export_generation(
-            model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
-            temperature=temperature, top_p=top_p, parity=parity,
-            prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
-            precision=_precision(precision), optimize=optimize,
-        )
-        if triton_repo is not None:
-            from gen_export.triton import write_generator_repository
+        # OUT and --triton-repo are checked together and locked before any work.
+        with reserved_outputs([output, triton_repo], force, model_dirs=(model,)):
+            result = export_generation(
+                model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
+                temperature=temperature, top_p=top_p, parity=parity,
+                prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
+                precision=_precision(precision), optimize=optimize,
+            )
+            if triton_repo is not None:
+                from gen_export.triton import write_generator_repository
 
-            write_generator_repository(result.output, triton_repo, force=force)
+                write_generator_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
         raise _fail(error) from None
     finally:
@@ -180,17 +184,19 @@ def embed(
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
 ) -> None:
     """Export an encoder as a sentence-embedding graph (pooling inside), proven against PyTorch."""
+    from gen_export.artifacts import reserved_outputs
     from gen_export.embed import export_embedding
     from gen_export.progress import Steps
 
     steps = Steps(show=True, console=err)
     try:
-        result = export_embedding(model, output, pooling=pooling, normalize=normalize, optimize=optimize,
-                                  quantize=quantize, min_cosine=min_cosine, force=force, steps=steps)
-        if triton_repo is not None:
-            from gen_export.triton import write_embedding_repository
+        with reserved_outputs([output, triton_repo], force, model_dirs=(model,) if model else ()):
+            result = export_embedding(model, output, pooling=pooling, normalize=normalize, optimize=optimize,
+                                      quantize=quantize, min_cosine=min_cosine, force=force, steps=steps)
+            if triton_repo is not None:
+                from gen_export.triton import write_embedding_repository
 
-            write_embedding_repository(result.output, triton_repo, force=force)
+                write_embedding_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
         raise _fail(error) from None
     finally:
@@ -219,6 +225,11 @@ def triton(
              "the python backend, for servers without the onnxruntime backend).")] = "onnxruntime",
     name: Annotated[str | None, typer.Option(help="Ensemble name (default: generator / embedder).")] = None,
     force: ForceOpt = False,
+    max_texts: Annotated[int | None, typer.Option(
+        help="Texts per request (default: 16 prompts for a generator, 32 texts for an embedder).")] = None,
+    max_text_bytes: Annotated[int, typer.Option(help="Bytes per text, checked before tokenizing.")] = 32 * 1024,
+    max_request_bytes: Annotated[int, typer.Option(
+        help="Bytes of text per request, checked before tokenizing.")] = 256 * 1024,
 ) -> None:
     """Write a Triton model repository (tokenizer, model, ensemble) for an existing export."""
     from gen_export.artifacts import read_manifest
@@ -226,8 +237,15 @@ def triton(
 
     try:
         command = read_manifest(export_dir)["command"]
-        writer = write_embedding_repository if command == "embed" else write_generator_repository
-        repository = writer(export_dir, repo_dir, name=name, backend=backend, force=force)
+        limits = {"max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}
+        if command == "embed":
+            limits |= {"max_batch_size": max_texts} if max_texts is not None else {}
+            repository = write_embedding_repository(export_dir, repo_dir, name=name, backend=backend, force=force,
+                                                     **limits)
+        else:
+            limits |= {"max_prompts": max_texts} if max_texts is not None else {}
+            repository = write_generator_repository(export_dir, repo_dir, name=name, backend=backend, force=force,
+                                                    **limits)
     except GenExportError as error:
         raise _fail(error) from None
     console.print(f"wrote Triton model repository {repository.root}: models {', '.join(repository.models)} "
@@ -245,6 +263,19 @@ def info(folder: Annotated[Path, typer.Argument(help="An output folder written b
         raise _fail(error) from None
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # An exception instead of sudden death: staging folders and $TMPDIR/genexport-* are removed on the way out,
+    # exactly as on Ctrl-C.
+    from gen_export.artifacts import Terminated
+
+    raise Terminated(128 + signum)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    signal.signal(signal.SIGTERM, _terminate)
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m gen_export.cli`
+    main()

@@ -30,6 +30,7 @@ from gen_export.errors import ParityError
 from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
+from gen_export.validate import require_bool, require_float, require_opset, require_path
 
 DECODER_FILE = "decoder.onnx"
 #: Tolerance on logits and present tensors (float32 graph vs float32 PyTorch): |diff| <= atol + rtol * max|ref|.
@@ -234,8 +235,12 @@ def export_decoder(
 ) -> DecoderExportResult:
     """Export `model_dir`'s decoder to `output/decoder.onnx` with a validation report and manifest."""
     steps = steps or Steps()
-    output = Path(output)
-    with staged_output(output, force) as staging:
+    model_dir = require_path("model_dir", model_dir)
+    output = require_path("output", output)
+    require_bool("force", force)
+    require_opset(opset)
+    require_float("atol", atol, 0.0, 1.0, low_open=True, flag="--atol")
+    with staged_output(output, force, model_dirs=(model_dir,)) as staging:
         with steps.step("load checkpoint"):
             loaded = load_decoder(model_dir)
         with steps.step("export decoder (optimum, TorchScript)"):

@@ -26,12 +26,19 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from gen_export.architectures.encoder_base import EncoderArchitecture
-from gen_export.artifacts import Manifest, check_output_target, copy_tokenizer_files, staged_output
-from gen_export.checkpoint import open_checkpoint
+from gen_export.artifacts import (
+    Manifest,
+    check_output_target,
+    copy_tokenizer_files,
+    reserved_outputs,
+    staged_output,
+)
+from gen_export.checkpoint import check_tokenizer, open_checkpoint
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET, TensorSpec
 from gen_export.progress import Steps
 from gen_export.runtime import graph_io, make_session
+from gen_export.validate import require_bool, require_float, require_path
 
 EMBEDDING_FILE = "embedding.onnx"
 POOLING_ALIASES = {
@@ -137,16 +144,36 @@ class SentenceTransformersDefaults:
     max_seq_length: int | None = None
 
 
+def _st_json(path: Path, expected: type) -> Any:
+    """A sentence-transformers JSON file of the expected type, else a one-line error naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as error:
+        raise GenExportError(f"{path} is not readable JSON ({error.__class__.__name__})",
+                             f"repair {path.name} or remove the sentence-transformers files") from None
+    if not isinstance(value, expected):
+        raise GenExportError(f"{path} holds a JSON {type(value).__name__}, not a {expected.__name__}",
+                             f"repair {path.name} (sentence-transformers writes a {expected.__name__})")
+    return value
+
+
 def read_sentence_transformers(model_dir: Path) -> SentenceTransformersDefaults | None:
     modules_path = model_dir / "modules.json"
     if not modules_path.is_file():
         return None
-    modules = json.loads(modules_path.read_text())
+    modules = _st_json(modules_path, list)
     found = SentenceTransformersDefaults()
     for module in modules:
+        if not isinstance(module, dict) or not isinstance(module.get("type", ""), str):
+            raise GenExportError(f"{modules_path} has an entry that is not a module object",
+                                 "repair modules.json")
         kind = module.get("type", "")
         if kind.endswith("models.Pooling"):
-            pooling_config = json.loads((model_dir / module["path"] / "config.json").read_text())
+            folder = module.get("path")
+            if not isinstance(folder, str) or not (model_dir / folder).resolve().is_relative_to(model_dir.resolve()):
+                raise GenExportError(f"{modules_path} gives the pooling module path {folder!r}",
+                                     "use a folder inside the model folder, e.g. \"1_Pooling\"")
+            pooling_config = _st_json(model_dir / folder / "config.json", dict)
             for key, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
                               ("pooling_mode_max_tokens", "max")):
                 if pooling_config.get(key):
@@ -155,7 +182,11 @@ def read_sentence_transformers(model_dir: Path) -> SentenceTransformersDefaults 
             found.normalize = True
     st_config = model_dir / "sentence_bert_config.json"
     if st_config.is_file():
-        found.max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
+        length = _st_json(st_config, dict).get("max_seq_length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise GenExportError(f"{st_config} max_seq_length is {length!r}, not a positive integer",
+                                 "repair sentence_bert_config.json (e.g. \"max_seq_length\": 256)")
+        found.max_seq_length = length
     return found
 
 
@@ -302,13 +333,42 @@ def export_embedding(
     force: bool = False,
     steps: Steps | None = None,
 ) -> EmbeddingExportResult:
-    """Export an encoder with pooling in the graph; refuses to write anything that fails parity."""
-    steps = steps or Steps()
-    output = Path(output)
-    check_output_target(output, force)
+    """Export an encoder with pooling in the graph; refuses to write anything that fails parity.
+
+    Arguments are checked first, then `output` is checked and locked for the whole run, then the checkpoint.
+    """
+    model_dir = require_path("model_dir", model_dir, optional=True)
+    output = require_path("output", output)
+    for flag, value in (("force", force), ("optimize", optimize)):
+        require_bool(flag, value)
+    if normalize is not None:
+        require_bool("normalize", normalize)
+    require_float("min_cosine", min_cosine, -1.0, 1.0, flag="--min-cosine")
     if quantize not in (None, "int8"):
         raise GenExportError(f"unknown quantization '{quantize}'", "use --quantize int8 or leave it out")
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if pooling is not None:
+        resolve_pooling(pooling)
+    model_dir = model_dir if model_dir is not None else default_model_dir()
+    with reserved_outputs([output], force, model_dirs=(model_dir,)):
+        return _export_embedding(model_dir, output, pooling=pooling, normalize=normalize, optimize=optimize,
+                                 quantize=quantize, min_cosine=min_cosine, force=force, steps=steps)
+
+
+def _export_embedding(
+    model_dir: Path,
+    output: Path,
+    *,
+    pooling: str | None,
+    normalize: bool | None,
+    optimize: bool,
+    quantize: str | None,
+    min_cosine: float,
+    force: bool,
+    steps: Steps | None,
+) -> EmbeddingExportResult:
+    """`export_embedding` once its arguments are checked and `output` is locked."""
+    steps = steps or Steps()
+    check_output_target(output, force)
     with steps.step("load checkpoint"):
         checkpoint = open_checkpoint(model_dir, kind="encoder")
         architecture = checkpoint.architecture
@@ -318,6 +378,7 @@ def export_embedding(
         normalize = normalize if normalize is not None else bool(st and st.normalize)
         model = architecture.load_model(model_dir)
         tokenizer = architecture.load_tokenizer(model_dir)
+        check_tokenizer(tokenizer, PARITY_SENTENCES, model.config.vocab_size, model_dir)
         # sentence-transformers' max_seq_length if set, never beyond what the position table holds.
         max_length = min(int(st.max_seq_length) if st and st.max_seq_length else 512,
                          architecture.max_tokens(model.config))

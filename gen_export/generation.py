@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gen_export.artifacts import Manifest, check_output_target, copy_tokenizer_files, staged_output
+from gen_export.artifacts import (
+    Manifest,
+    check_output_target,
+    copy_tokenizer_files,
+    reserved_outputs,
+    staged_output,
+)
+from gen_export.checkpoint import check_tokenizer
 from gen_export.decoder import (
     DECODER_FILE,
     DEFAULT_ATOL,
@@ -39,6 +46,14 @@ from gen_export.search_graph import (
     build_search_graph,
     has_init_decoder,
     search_graph_inputs,
+)
+from gen_export.validate import (
+    check_generation_values,
+    require_bool,
+    require_float,
+    require_opset,
+    require_path,
+    require_prompts,
 )
 
 #: Prompts used when the user gives none: plain biomedical English any BPE vocabulary can encode.
@@ -161,7 +176,12 @@ def default_matrix(
 def read_prompts(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         raise GenExportError(f"prompts file {path} does not exist", "pass a text file with one prompt per line")
-    prompts = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise GenExportError(f"prompts file {path} is not UTF-8 text (byte {error.start})",
+                             "save the prompts file as UTF-8, one prompt per line") from None
+    prompts = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not prompts:
         raise GenExportError(f"prompts file {path} has no prompts", "write one prompt per line")
     return prompts
@@ -206,7 +226,52 @@ def export_generation(
     optimize: bool = False,
     steps: Steps | None = None,
 ) -> GenerationExportResult:
-    """Export `model_dir` as one generation graph in `output`; raises on any failed check."""
+    """Export `model_dir` as one generation graph in `output`; raises on any failed check.
+
+    Arguments are checked first (types, finite numbers, ranges), then `output` is checked and locked for the
+    whole run (artifacts.reserved_outputs), then the checkpoint is opened.
+    """
+    model_dir = require_path("model_dir", model_dir)
+    output = require_path("output", output)
+    require_bool("force", force)
+    require_bool("parity", parity)
+    require_bool("optimize", optimize)
+    prompts = require_prompts("prompts", prompts)
+    mode = SearchMode(mode)
+    defaults = defaults or GenerationDefaults()
+    if not isinstance(defaults, GenerationDefaults):
+        raise TypeError(f"defaults must be a GenerationDefaults, not {type(defaults).__name__}")
+    check_generation_values(defaults, no_repeat_ngram_size=no_repeat_ngram_size, temperature=temperature,
+                            top_p=top_p)
+    require_opset(opset)
+    require_float("atol", atol, 0.0, 1.0, low_open=True, flag="--atol")
+    with reserved_outputs([output], force, model_dirs=(model_dir,)):
+        return _export_generation(
+            model_dir, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
+            temperature=temperature, top_p=top_p, parity=parity, prompts=prompts, cases=cases, force=force,
+            opset=opset, atol=atol, precision=precision, optimize=optimize, steps=steps)
+
+
+def _export_generation(
+    model_dir: Path,
+    output: Path,
+    *,
+    mode: SearchMode = SearchMode.BEAM,
+    defaults: GenerationDefaults | None = None,
+    no_repeat_ngram_size: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    parity: bool = True,
+    prompts: tuple[str, ...] | None = None,
+    cases: list[ParityCase] | None = None,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    precision: Precision = Precision.FP32,
+    optimize: bool = False,
+    steps: Steps | None = None,
+) -> GenerationExportResult:
+    """`export_generation` once its arguments are checked and `output` is locked."""
     steps = steps or Steps()
     output = Path(output)
     check_output_target(output, force)
@@ -215,6 +280,7 @@ def export_generation(
     with steps.step("load checkpoint"):
         loaded: LoadedDecoder = load_decoder(model_dir)
         tokenizer = loaded.architecture.load_tokenizer(loaded.checkpoint.path)
+        check_tokenizer(tokenizer, prompts or BUILTIN_PROMPTS, loaded.dims.vocab_size, loaded.checkpoint.path)
     defaults = defaults or GenerationDefaults()
     if defaults.max_length is None:
         defaults = replace(defaults, max_length=min(64, loaded.dims.max_positions))

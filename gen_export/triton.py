@@ -14,15 +14,25 @@ against its members before the repository is moved into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_export.artifacts import copy_tokenizer_files, read_manifest, staged_output
+from gen_export.artifacts import (
+    MANIFEST_NAME,
+    Manifest,
+    check_output_target,
+    copy_tokenizer_files,
+    read_manifest,
+    staged_output,
+)
 from gen_export.errors import GenExportError
+from gen_export.validate import require_bool, require_float, require_int, require_name, require_path
 
 MODELS_DIR = Path(__file__).parent / "triton_models"
 _DTYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32", "string": "TYPE_STRING"}
@@ -39,6 +49,10 @@ GENERATOR_PARAMETERS = {
 DEFAULT_MAX_NEW_TOKENS = 32
 #: Prompts per generator request; beam search holds prompts x beams sequences in memory at once.
 DEFAULT_MAX_PROMPTS = 16
+#: Bytes per text and per request: checked before tokenizing, so an oversized request cannot hold a model instance
+#: (16 x 1 MB of text took ~30 s to tokenize). A prompt beyond a few KB exceeds any model's positions anyway.
+DEFAULT_MAX_TEXT_BYTES = 32 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -184,7 +198,23 @@ def _ensemble(name: str, inputs: list[str], outputs: list[str], steps: list[tupl
     return _config(name, ['platform: "ensemble"'], inputs, outputs, max_batch_size, scheduling)
 
 
-def _prepare(export_dir: Path, backend: str, command: tuple[str, ...]) -> dict[str, Any]:
+def check_request_limits(max_texts: Any, max_text_bytes: Any, max_request_bytes: Any) -> None:
+    """The request limits a repository's tokenizer enforces before tokenizing anything."""
+    require_int("texts per request", max_texts, 1, 4096, "--max-texts")
+    require_int("bytes per text", max_text_bytes, 1, 64 << 20, "--max-text-bytes")
+    require_int("bytes per request", max_request_bytes, 1, 1 << 30, "--max-request-bytes")
+
+
+def _prepare(export_dir: Any, repo_dir: Any, backend: str, command: tuple[str, ...], name: Any,
+             force: Any) -> tuple[Path, Path, str, dict[str, Any]]:
+    """Arguments, then the export's manifest, then the repository folder: all checked before anything is written.
+
+    The repository folder must not be, contain or lie inside the export it is made from.
+    """
+    export_dir = require_path("export_dir", export_dir)
+    repo_dir = require_path("repo_dir", repo_dir)
+    require_bool("force", force)
+    name = require_name("name", name) or ("generator" if "beam" in command else "embedder")
     if backend not in ("onnxruntime", "python"):
         raise GenExportError(f"unknown Triton backend '{backend}'", "use --backend onnxruntime or python")
     manifest = read_manifest(export_dir)
@@ -193,12 +223,35 @@ def _prepare(export_dir: Path, backend: str, command: tuple[str, ...]) -> dict[s
             f"{export_dir} holds a '{manifest['command']}' export, not one of {', '.join(command)}",
             "point at the output folder of the matching genexport command",
         )
-    return manifest
+    check_output_target(repo_dir, force, model_dirs=(export_dir,))  # not the export, nor a folder containing it
+    if repo_dir.expanduser().resolve().is_relative_to(export_dir.expanduser().resolve()):
+        raise GenExportError(f"the Triton repository {repo_dir} lies inside the export {export_dir}",
+                             "write the repository to a folder outside the export")
+    return export_dir, repo_dir, name, manifest
+
+
+@contextlib.contextmanager
+def _manifest_reads(export_dir: Path) -> Iterator[None]:
+    """Reads of an export's manifest: a hand-edited or foreign one is a one-line error, not a KeyError."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError) as error:
+        raise GenExportError(f"{export_dir / MANIFEST_NAME} lacks what a Triton repository needs ({error!r})",
+                             "export again with genexport (the manifest must be the one it wrote)") from None
+
+
+def _write_marker(root: Path, export_dir: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> None:
+    """genexport.json in the repository root: the marker that lets --force replace it later (and `info` read
+    it). Triton ignores files at the top of a model repository."""
+    Manifest(command="triton", source={"export": str(export_dir.resolve()), "export_command": manifest["command"],
+                                       "export_source": manifest.get("source")},
+             settings=settings).write(root)
 
 
 def write_generator_repository(
     export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
     force: bool = False, python_paths: list[str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> TritonRepository:
     """Tokenizer -> fused generation graph -> detokenizer, and the ensemble that chains them.
 
@@ -207,16 +260,26 @@ def write_generator_repository(
     prompts per request (the graph is unbatchable for Triton, so max_batch_size cannot); `python_paths`
     are put on sys.path by every model.py (default: this interpreter's site-packages).
     """
-    if max_prompts < 1:
-        raise GenExportError(f"max_prompts is {max_prompts}", "use at least 1")
-    export_dir = Path(export_dir)
-    manifest = _prepare(export_dir, backend, ("beam", "greedy", "sampling"))
-    name = name or "generator"
-    settings = manifest["settings"]
-    graph_name = next(iter(manifest["graph"]))
-    io = manifest["graph"][graph_name]
-    graph_inputs: list[str] = settings["graph_inputs"]
-    defaults = dict(settings["generation_defaults"])
+    check_request_limits(max_prompts, max_text_bytes, max_request_bytes)
+    export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("beam", "greedy", "sampling"),
+                                                    name, force)
+    with _manifest_reads(export_dir):
+        settings = manifest["settings"]
+        graph_name = next(iter(manifest["graph"]))
+        io = manifest["graph"][graph_name]
+        graph_inputs: list[str] = list(settings["graph_inputs"])
+        defaults = dict(settings["generation_defaults"])
+        search = settings["search"]
+        eos_token_id, pad_token_id = int(search["eos_token_id"]), int(search["pad_token_id"])
+        max_positions = int(settings["dims"]["max_positions"])
+        graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
+        outputs = [t["name"] for t in io["outputs"]]
+        # Each graph tensor as a member config entry, with the graph's own dtype and dims (a mismatch would fail
+        # at load time); "sequences" feeds the detokenizer.
+        declared = {n: _tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
+                    for n in [*graph_inputs, *outputs, "sequences"]}
+        sequences_dims = _dims(graph_tensors["sequences"]["dims"])
+    _check_served_defaults(defaults, export_dir)
     paths = python_paths if python_paths is not None else default_python_paths()
     request_defaults = {
         "MAX_NEW_TOKENS": DEFAULT_MAX_NEW_TOKENS, "MIN_NEW_TOKENS": 0, "NUM_BEAMS": defaults["num_beams"],
@@ -227,16 +290,10 @@ def write_generator_repository(
     parameters = [p for p, (_, graph_input) in GENERATOR_PARAMETERS.items() if graph_input in graph_inputs]
     tokenizer_model, generator_model, detokenizer_model = (
         f"{name}_tokenizer", f"{name}_generator", f"{name}_detokenizer")
-    graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
 
-    def graph_tensor(tensor: str) -> str:
-        """A member config entry with the graph's own dtype and dims (a mismatch fails at load time)."""
-        spec = graph_tensors[tensor]
-        return _tensor(tensor, _DTYPES[spec["dtype"]], _dims(spec["dims"]))
+    graph_tensor = declared.__getitem__
 
-    outputs = [t["name"] for t in io["outputs"]]
-
-    with staged_output(Path(repo_dir), force) as root:
+    with staged_output(repo_dir, force, model_dirs=(export_dir,)) as root:
         # Tokenizer: TEXT + optional parameters -> every graph input.
         _python_model(root / tokenizer_model, "generator_tokenizer.py", export_dir / "tokenizer", paths)
         tok_inputs = [_tensor("TEXT", "TYPE_STRING", "[ -1 ]")]
@@ -245,7 +302,8 @@ def write_generator_repository(
         (root / tokenizer_model / "config.pbtxt").write_text(_config(
             tokenizer_model, ['backend: "python"', _params({
                 "defaults": request_defaults, "graph_inputs": graph_inputs, "max_prompts": str(max_prompts),
-                "max_positions": str(settings["dims"]["max_positions"])})],
+                "max_text_bytes": str(max_text_bytes), "max_request_bytes": str(max_request_bytes),
+                "max_positions": str(max_positions)})],
             tok_inputs, tok_outputs, 0, "instance_group [ { kind: KIND_CPU count: 1 } ]"))
         # Generator: the one-file graph; [1]-shaped scalar inputs make it unbatchable (max_batch_size 0).
         _onnx_model(root / generator_model, export_dir / graph_name, generator_model, backend,
@@ -254,12 +312,10 @@ def write_generator_repository(
         # Detokenizer: sequences + the padded prompt -> text.
         _python_model(root / detokenizer_model, "generator_detokenizer.py", export_dir / "tokenizer",
                       paths)
-        search = settings["search"]
         (root / detokenizer_model / "config.pbtxt").write_text(_config(
             detokenizer_model, ['backend: "python"', _params({
-                "eos_token_id": str(search["eos_token_id"]),
-                "pad_token_id": str(search["pad_token_id"])})],
-            [_tensor("sequences", "TYPE_INT32", _dims(graph_tensors["sequences"]["dims"])),
+                "eos_token_id": str(eos_token_id), "pad_token_id": str(pad_token_id)})],
+            [_tensor("sequences", "TYPE_INT32", sequences_dims),
              _tensor("input_ids", "TYPE_INT32", "[ -1, -1 ]")],
             [_tensor("GENERATED_TEXT", "TYPE_STRING", "[ -1, -1 ]")], 0,
             "instance_group [ { kind: KIND_CPU count: 1 } ]"))
@@ -279,8 +335,12 @@ def write_generator_repository(
         (root / name).mkdir()
         (root / name / "1").mkdir()
         (root / name / "config.pbtxt").write_text(_ensemble(name, tok_inputs, ens_outputs, steps, 0))
-        (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults, max_prompts))
+        (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults, max_prompts,
+                                                          max_text_bytes, max_request_bytes))
         validate_repository(root)
+        _write_marker(root, export_dir, manifest, {
+            "backend": backend, "ensemble": name, "request_limits": {
+                "max_texts": max_prompts, "max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}})
     return TritonRepository(Path(repo_dir).resolve(), name,
                             (tokenizer_model, generator_model, detokenizer_model, name), backend)
 
@@ -288,29 +348,30 @@ def write_generator_repository(
 def write_embedding_repository(
     export_dir: Path, repo_dir: Path, *, name: str | None = None, backend: str = "onnxruntime",
     force: bool = False, python_paths: list[str] | None = None, max_batch_size: int = 32,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> TritonRepository:
     """Tokenizer -> embedding graph, chained by an ensemble; dynamic batching on both members.
 
     `max_batch_size` (texts per batch, default 32) bounds what the dynamic batcher gathers and what one
     request may send; Triton itself rejects a larger request.
     """
-    if max_batch_size < 1:
-        raise GenExportError(f"max_batch_size is {max_batch_size}", "use at least 1")
-    export_dir = Path(export_dir)
-    manifest = _prepare(export_dir, backend, ("embed",))
-    name = name or "embedder"
-    settings = manifest["settings"]
-    inputs = [spec["name"] for spec in settings["inputs"]]
-    output = settings["output"]
-    out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in output["dims"][1:]) + " ]"
+    check_request_limits(max_batch_size, max_text_bytes, max_request_bytes)
+    export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("embed",), name, force)
+    with _manifest_reads(export_dir):
+        settings = manifest["settings"]
+        inputs = [spec["name"] for spec in settings["inputs"]]
+        out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1"
+                                    for d in settings["output"]["dims"][1:]) + " ]"
+        max_length = int(settings["tokenizer"]["max_length"])
     paths = python_paths if python_paths is not None else default_python_paths()
     tokenizer_model, embedding_model = f"{name}_tokenizer", f"{name}_embedding"
     batching = "dynamic_batching { max_queue_delay_microseconds: 2000 }"
-    with staged_output(Path(repo_dir), force) as root:
+    with staged_output(repo_dir, force, model_dirs=(export_dir,)) as root:
         _python_model(root / tokenizer_model, "embedding_tokenizer.py", export_dir, paths)
         (root / tokenizer_model / "config.pbtxt").write_text(_config(
             tokenizer_model, ['backend: "python"', _params({
-                "max_length": str(settings["tokenizer"]["max_length"]), "outputs": inputs})],
+                "max_length": str(max_length), "outputs": inputs, "max_texts": str(max_batch_size),
+                "max_text_bytes": str(max_text_bytes), "max_request_bytes": str(max_request_bytes)})],
             [_tensor("TEXT", "TYPE_STRING", "[ 1 ]")],
             [_tensor(n, "TYPE_INT64", "[ -1 ]") for n in inputs], max_batch_size,
             f"instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n{batching}"))
@@ -328,6 +389,9 @@ def write_embedding_repository(
             name, [_tensor("TEXT", "TYPE_STRING", "[ 1 ]")], [_tensor("embeddings", "TYPE_FP32", out_dims)],
             steps, max_batch_size))
         validate_repository(root)
+        _write_marker(root, export_dir, manifest, {
+            "backend": backend, "ensemble": name, "request_limits": {
+                "max_texts": max_batch_size, "max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}})
     return TritonRepository(Path(repo_dir).resolve(), name, (tokenizer_model, embedding_model, name), backend)
 
 
@@ -389,14 +453,29 @@ def validate_repository(root: Path) -> None:
                                      "report this as a genexport bug")
 
 
-def _generator_readme(name: str, parameters: list[str], defaults: dict[str, Any], max_prompts: int) -> str:
+def _check_served_defaults(defaults: dict[str, Any], export_dir: Path) -> None:
+    """An export whose defaults no request could be served with (0 returned sequences, NaN penalties) is refused
+    here, before a repository that rejects every default request is written."""
+    try:
+        beams = require_int("num_beams", defaults["num_beams"], 1, 128)
+        require_int("num_return_sequences", defaults["num_return_sequences"], 1, beams)
+        require_float("length_penalty", defaults["length_penalty"], -100.0, 100.0)
+        require_float("repetition_penalty", defaults["repetition_penalty"], 0.0, 100.0, low_open=True)
+    except (GenExportError, TypeError, KeyError) as error:
+        raise GenExportError(f"the generation defaults in {export_dir / MANIFEST_NAME} cannot be served "
+                             f"({error})", "export again with valid generation defaults") from None
+
+
+def _generator_readme(name: str, parameters: list[str], defaults: dict[str, Any], max_prompts: int,
+                      max_text_bytes: int, max_request_bytes: int) -> str:
     rows = "\n".join(f"| `{p}` | {defaults[p]} |" for p in parameters)
     return f"""# Triton model repository for `{name}` (written by genexport)
 
 Send `TEXT` (BYTES, one string per prompt) to the ensemble `{name}`; it returns `GENERATED_TEXT`
 (BYTES, [prompts, returned sequences]) and, for beam search, `SCORES`. At most {max_prompts} prompts
-per request (the generation graph is not batchable by Triton: `max_batch_size: 0`). Optional
-[1]-shaped inputs:
+per request (the generation graph is not batchable by Triton: `max_batch_size: 0`), {max_text_bytes} bytes
+per prompt and {max_request_bytes} bytes in all; larger requests are refused (HTTP 400) before tokenizing.
+Optional [1]-shaped inputs:
 
 | input | default |
 |---|---|

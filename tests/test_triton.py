@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from gen_export.search_graph import SearchMode
 from gen_export.triton import (
     CONTAINER_MAX_IR_VERSION,
     DEFAULT_MAX_PROMPTS,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TEXT_BYTES,
     load_configs,
     validate_repository,
     write_embedding_repository,
@@ -105,10 +108,25 @@ def _text_input(module: Any, texts: list[bytes], batched: bool) -> Any:
     return tensor
 
 
-def _scalar_input(module: Any, name: str, value: int) -> Any:
-    tensor = module.InferInput(name, [1], "INT32")
-    tensor.set_data_from_numpy(np.array([value], np.int32))
+def _scalar_input(module: Any, name: str, value: float) -> Any:
+    """A [1]-shaped parameter: FP32 for the penalties, INT32 for the rest (as the ensemble declares them)."""
+    dtype, numpy_type = ("FP32", np.float32) if name.endswith("PENALTY") else ("INT32", np.int32)
+    tensor = module.InferInput(name, [1], dtype)
+    tensor.set_data_from_numpy(np.array([value], numpy_type))
     return tensor
+
+
+def _server_rss_bytes(server: Any) -> int:
+    """Resident memory of the server and its python stubs (its private process group)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == server.process.pid:  # field 5 of /proc/PID/stat: the process group
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss in pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def test_every_config_parses_as_triton_model_config(repositories: dict[str, Any]) -> None:
@@ -288,10 +306,17 @@ def test_embedder_ensemble_equals_onnxruntime(server, embedding_export, protocol
         ("embedder", [b"x"] * 33, {}, "batch-size must be <= 32"),
         ("embedder", [b"   "], {}, "TEXT is empty"),
         ("embedder", [b"\xc3\x28"], {}, "not valid UTF-8"),
+        ("generator", [b"the patient was treated with"], {"LENGTH_PENALTY": float("nan")}, "LENGTH_PENALTY is nan"),
+        ("generator", [b"the patient was treated with"], {"LENGTH_PENALTY": float("inf")}, "LENGTH_PENALTY is inf"),
+        ("generator", [b"the patient was treated with"], {"REPETITION_PENALTY": float("-inf")},
+         "REPETITION_PENALTY is -inf"),
+        ("generator", [b"a" * (DEFAULT_MAX_TEXT_BYTES + 1)], {}, f"at most {DEFAULT_MAX_TEXT_BYTES} bytes per text"),
+        ("generator", [b"a" * DEFAULT_MAX_TEXT_BYTES] * 9, {}, f"send at most {DEFAULT_MAX_REQUEST_BYTES}"),
+        ("embedder", [b"b" * (DEFAULT_MAX_TEXT_BYTES + 1)], {}, "bytes per text"),
     ],
 )
 def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, model: str, texts: list[bytes],
-                                                                extra: dict[str, int], needle: str) -> None:
+                                                                extra: dict[str, float], needle: str) -> None:
     import tritonclient.http as module
     from tritonclient.utils import InferenceServerException
 
@@ -299,13 +324,49 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, model: s
     batched = model == "embedder"
     inputs = [_text_input(module, texts, batched)]
     inputs += [_scalar_input(module, name, value) for name, value in extra.items()]
-    with pytest.raises(InferenceServerException, match=needle):
+    with pytest.raises(InferenceServerException, match=needle) as refused:
         client.infer(model, inputs)
+    assert refused.value.status() == "400"  # a client error (TritonError.INVALID_ARG), not a server fault
     out = client.infer(model, [_text_input(module, [b"the drug inhibits"], batched)])
     if batched:
         assert out.as_numpy("embeddings").shape[0] == 1
     else:
         assert out.as_numpy("GENERATED_TEXT")[0, 0].decode().strip()
+
+
+@pytest.mark.parametrize(("model", "count"), [("generator", DEFAULT_MAX_PROMPTS), ("embedder", 32)])
+def test_oversized_request_is_refused_before_tokenizing(server, model: str, count: int) -> None:
+    """16 prompts (32 embedder texts) of 1 MB each: before the size limits they were tokenized in full (~30 s
+    holding the model instance, server memory 1.5 -> 4.9 GB). Now the request is refused on its byte count at
+    once, the next normal request is answered, and the server's memory stays where it was."""
+    import tritonclient.grpc as grpc_module
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    client = module.InferenceServerClient(server.http_url, network_timeout=120.0)
+    batched = model == "embedder"
+    normal = [_text_input(module, [b"the drug inhibits"], batched)]
+    client.infer(model, normal)  # warm: the first answer may load lazily
+    rss_before = _server_rss_bytes(server)
+    huge = [_text_input(module, [bytes([97 + i % 26]) * (1 << 20) for i in range(count)], batched)]
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException, match="bytes per text") as refused:
+        client.infer(model, huge)
+    refused_after = time.monotonic() - started
+    assert refused.value.status() == "400"
+    # A functional bound, far from the ~30 s the old tokenize-first behaviour took (16 MB still has to travel).
+    assert refused_after < 5.0, refused_after
+    answer = client.infer(model, normal)
+    assert answer.as_numpy("embeddings" if batched else "GENERATED_TEXT").shape[0] == 1
+    rss_after = _server_rss_bytes(server)
+    assert rss_before > 0
+    assert rss_after - rss_before < 512 << 20, (rss_before, rss_after)  # the old run grew by 3.4 GB
+    # gRPC says the same with its own code for a client error.
+    grpc_client = grpc_module.InferenceServerClient(server.grpc_url)
+    grpc_huge = [_text_input(grpc_module, [b"x" * (DEFAULT_MAX_TEXT_BYTES + 1)], batched)]
+    with pytest.raises(InferenceServerException, match="bytes per text") as grpc_refused:
+        grpc_client.infer(model, grpc_huge)
+    assert grpc_refused.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 @pytest.mark.parametrize(("protocol", "clients", "requests"), [("http", 4, 5), ("grpc", 2, 3)])

@@ -9,8 +9,13 @@ whose forward takes `position_ids` and a `DynamicCache` to that contract.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
+import re
+import warnings
 from abc import ABC
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +26,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
 from gen_export.errors import GenExportError
+from gen_export.validate import one_line
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,21 @@ class Architecture(ABC):
     kind: ClassVar[str]  # "decoder" or "encoder"
     #: Alternative sets of tokenizer files; one complete set must be present in the model folder.
     tokenizer_files: ClassVar[tuple[tuple[str, ...], ...]]
+    #: transformers config attribute names, tried in order (GPT-2 says n_layer, most say num_hidden_layers).
+    layers_attr: ClassVar[tuple[str, ...]] = ("num_hidden_layers", "n_layer")
+    heads_attr: ClassVar[tuple[str, ...]] = ("num_attention_heads", "n_head")
+    hidden_attr: ClassVar[tuple[str, ...]] = ("hidden_size", "n_embd")
+    positions_attr: ClassVar[tuple[str, ...]] = ("max_position_embeddings", "n_positions")
+    vocab_attr: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    intermediate_attr: ClassVar[tuple[str, ...]] = ("intermediate_size", "ffn_dim", "n_inner")
+    #: Weights a checkpoint may lack / hold beyond the model class without being broken (regular expressions).
+    allowed_missing_keys: ClassVar[tuple[str, ...]] = ()
+    allowed_unexpected_keys: ClassVar[tuple[str, ...]] = ()
+
+    def size_attributes(self) -> dict[str, tuple[str, ...]]:
+        """The config.json names of each size that is bounds-checked before loading (checkpoint.config_sizes)."""
+        return {"layers": self.layers_attr, "heads": self.heads_attr, "hidden": self.hidden_attr,
+                "vocab": self.vocab_attr, "positions": self.positions_attr, "intermediate": self.intermediate_attr}
 
     def model_class(self) -> type[PreTrainedModel]:
         import transformers
@@ -56,18 +77,54 @@ class Architecture(ABC):
         return getattr(transformers, self.class_name)
 
     def load_model(self, model_dir: Path) -> PreTrainedModel:
-        """Load float32 weights in eval mode; eager attention keeps padded batches exact in the trace."""
+        """Load float32 weights in eval mode; eager attention keeps padded batches exact in the trace.
+
+        The weights must be exactly what the config describes: a weight the model needs but the checkpoint
+        lacks would be randomly initialised (and parity would still pass, both sides using the same broken
+        model), a weight the model does not use means config and weights disagree. Both are refused, naming
+        the keys; tied weights (lm_head = embeddings) are not reported by transformers.
+        """
         model_cls = self.model_class()
         has_safetensors = any(model_dir.glob("*.safetensors"))
-        model = model_cls.from_pretrained(
-            model_dir,
-            local_files_only=True,
-            dtype=torch.float32,
-            attn_implementation="eager",
-            use_safetensors=has_safetensors,
-            trust_remote_code=False,
-        )
+        try:
+            with warnings.catch_warnings(), _quiet_transformers():
+                warnings.simplefilter("ignore")
+                model, info = model_cls.from_pretrained(
+                    model_dir,
+                    local_files_only=True,
+                    dtype=torch.float32,
+                    attn_implementation="eager",
+                    use_safetensors=has_safetensors,
+                    trust_remote_code=False,
+                    output_loading_info=True,
+                )
+        except GenExportError:
+            raise
+        except Exception as error:  # untrusted files through third-party loaders: every failure is the input's
+            raise GenExportError(
+                f"cannot load the weights in {model_dir} ({_load_problem(error)})",
+                "re-save the model with save_pretrained (safetensors); config.json must describe the saved weights",
+            ) from None
+        self.check_loading_info(info, model_dir)
         return model.eval()
+
+    def check_loading_info(self, info: dict[str, Any], model_dir: Path) -> None:
+        def keys(kind: str, allowed: tuple[str, ...]) -> list[str]:
+            found = [k if isinstance(k, str) else str(k[0]) for k in info.get(kind) or []]
+            return sorted(k for k in found if not any(re.match(pattern, k) for pattern in allowed))
+
+        problems = []
+        for kind, allowed, what in (("missing_keys", self.allowed_missing_keys, "missing from the checkpoint"),
+                                    ("unexpected_keys", self.allowed_unexpected_keys, "not used by the model"),
+                                    ("mismatched_keys", (), "of the wrong shape")):
+            if found := keys(kind, allowed):
+                shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+                problems.append(f"{len(found)} weight(s) {what}: {shown}")
+        if problems:
+            raise GenExportError(
+                f"config.json and the weights in {model_dir} disagree ({'; '.join(problems)})",
+                "export the checkpoint exactly as save_pretrained wrote it (config.json must match the weights)",
+            )
 
     def load_tokenizer(self, model_dir: Path) -> Any:
         from transformers import AutoTokenizer
@@ -84,11 +141,6 @@ class Architecture(ABC):
 
 class DecoderArchitecture(Architecture):
     kind: ClassVar[str] = "decoder"
-    #: transformers config attribute names, tried in order (GPT-2 says n_layer, most say num_hidden_layers).
-    layers_attr: ClassVar[tuple[str, ...]] = ("num_hidden_layers", "n_layer")
-    heads_attr: ClassVar[tuple[str, ...]] = ("num_attention_heads", "n_head")
-    hidden_attr: ClassVar[tuple[str, ...]] = ("hidden_size", "n_embd")
-    positions_attr: ClassVar[tuple[str, ...]] = ("max_position_embeddings", "n_positions")
 
     def dims(self, config: PretrainedConfig) -> DecoderDims:
         def first(names: tuple[str, ...]) -> int:
@@ -188,6 +240,50 @@ class PastPresentDecoder(nn.Module):
     def empty_past(self, batch: int) -> list[torch.Tensor]:
         d = self.dims
         return [torch.zeros(2, batch, d.num_heads, 0, d.head_dim) for _ in range(d.num_layers)]
+
+
+def _load_problem(error: BaseException) -> str:
+    """One line for a loader failure; a pickle refused by weights_only loading gets its own words."""
+    text = one_line(error)
+    mismatch = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+    if mismatch:
+        return f"weights of another shape than config.json says: {mismatch[0][:200]}"
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any("weights_only" in str(e) or "Unpickl" in type(e).__name__ for e in chain):
+        return "a .bin file that is not a plain PyTorch weights file; it was not executed"
+    return text
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers logs missing/unexpected weights as warnings; genexport turns them into an error instead.
+
+    A filter, not a level: transformers runs an extra tensor-parallel check (and logs more) when its logger's
+    level is raised.
+    """
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    below_error = _BelowError()
+    logger.addFilter(below_error)
+    # transformers 5 draws a "Loading weights" progress bar on stderr; genexport shows its own steps.
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.removeFilter(below_error)
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 def read_config(model_dir: Path) -> PretrainedConfig:

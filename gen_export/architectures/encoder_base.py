@@ -16,6 +16,11 @@ class EncoderArchitecture(Architecture):
     #: The transformers class of the bare encoder (a checkpoint saved as BertForMaskedLM still loads
     #: its BertModel weights; the head is dropped).
     base_class_name: ClassVar[str]
+    #: Loading the bare encoder from a checkpoint saved with a head (BertForMaskedLM, ...) leaves the head's
+    #: weights unused, and a checkpoint saved without a pooler lacks it: the embedding graph uses neither (it
+    #: pools last_hidden_state itself), so only encoder and embedding weights must match exactly.
+    allowed_missing_keys: ClassVar[tuple[str, ...]] = (r"pooler\.",)
+    allowed_unexpected_keys: ClassVar[tuple[str, ...]] = (r"(cls|lm_head|classifier|qa_outputs|pooler)\.",)
 
     def model_class(self) -> type[PreTrainedModel]:
         import transformers

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
-from _common import RequestError, decode_texts, parameters  # type: ignore[import-not-found]
+from _common import Limits, RequestError, client_error, decode_texts, parameters  # type: ignore[import-not-found]
 
 
 class TritonPythonModel:
@@ -21,14 +21,15 @@ class TritonPythonModel:
         self.tokenizer.padding_side = "right"
         self.max_length = int(params["max_length"])
         self.outputs = json.loads(params["outputs"])
+        self.limits = Limits(params)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
             try:
-                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy(), self.limits)
             except RequestError as error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))))
+                responses.append(pb_utils.InferenceResponse(error=client_error(pb_utils, str(error))))
                 continue
             encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                      return_tensors="np")
