@@ -251,9 +251,9 @@ def _optimize(src: Path, dst: Path, config: PretrainedConfig) -> None:
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     with quiet_logging():  # it advises pre-processing on the root logger, every time
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          nodes_to_exclude=_ffn_output_matmuls(src))
 

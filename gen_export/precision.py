@@ -53,10 +53,13 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
     precision = Precision(precision)
     model = onnx.load(str(decoder_onnx))
     exclude = [name for name in [_logits_matmul(model)] if name] if keep_logits_fp32 else []
+    with quiet_logging():
+        # Importing matmul_nbits_quantizer calls logging.basicConfig(level=INFO): a handler and level on the root
+        # logger that would print every node it skips. Imported here, both are undone when the block ends.
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     with quiet_logging():  # the quantizers advise pre-processing on the root logger, every time
         if precision is Precision.INT8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             # Per-channel: one scale per output column; per-tensor scales lost far more agreement by hand.
             # DefaultTensorType: ONNX shape inference cannot type the outputs of contrib operators
             # (MultiHeadAttention after `optimize_decoder`); everything here is float32.
@@ -64,8 +67,6 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         elif precision is Precision.INT4:
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
             quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True,
                                              nodes_to_exclude=exclude,
                                              accuracy_level=4)  # int8 activations: the fast CPU kernel
