@@ -132,8 +132,8 @@ class ParityReport:
 
     def legend(self) -> str:
         """What the table's abbreviations mean (the explained verdict only where it occurs)."""
-        legend = ("beams: num_beams, ret: num_return_sequences, lp: length_penalty, min: min_length (prompt "
-                  "included), rep: repetition_penalty, new: new tokens of the graph's sequences")
+        legend = ("ret: returned sequences, lp: length_penalty, min: min_length (prompt included), "
+                  "rep: repetition_penalty, new: tokens generated")
         if any(r.verdict is Verdict.EXPLAINED_LENGTH_PENALTY for r in self.results):
             legend += (f"; {VERDICT_LABELS[Verdict.EXPLAINED_LENGTH_PENALTY]}: {Verdict.EXPLAINED_LENGTH_PENALTY}, "
                        "the graph equals the onnxruntime-rules reference")
