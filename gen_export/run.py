@@ -27,6 +27,8 @@ from gen_export.errors import GenExportError
 from gen_export.options import GRAPH_FILES, SearchMode
 
 TOKENIZER_DIR = "tokenizer"
+#: `genexport embed`'s fp32 graph (gen_export.embed.EMBEDDING_FILE, not imported: it pulls in torch).
+EMBEDDING_GRAPH = "embedding.onnx"
 
 
 @dataclass(frozen=True)
@@ -118,18 +120,20 @@ def run_export(export_dir: Path | str, prompts: list[str] | tuple[str, ...], *,
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         raise GenExportError("no prompts given", 'pass one or more prompts, e.g. genexport run OUT "the patient was"')
-    graph_name = graph or next(iter(manifest.get("graph") or {}), None)
-    if graph_name is None or not (export_dir / graph_name).is_file():
+    command = manifest["command"]
+    if command != "embed" and command not in {mode.value for mode in SearchMode}:
+        raise GenExportError(f"{export_dir} holds a '{command}' export, which has no generation graph",
+                             "run a folder written by genexport beam or genexport embed")
+    # The main graph, not a variant (the manifest lists embedding.int8.onnx before embedding.onnx).
+    graph_name = graph or (EMBEDDING_GRAPH if command == "embed" else GRAPH_FILES[SearchMode(command)])
+    if not (export_dir / graph_name).is_file():
         found = sorted(p.name for p in export_dir.glob("*.onnx"))
         raise GenExportError(f"{export_dir} has no graph {graph_name}", f"use --graph with one of {found}")
-    if manifest["command"] == "embed":
+    if command == "embed":
         if settings not in (None, RunSettings()):
             raise GenExportError("generation settings given for an embedding export",
                                  "drop --max-new-tokens/--num-beams/... for an embed output folder")
         return _run_embedding(export_dir, manifest, graph_name, prompts, threads)
-    if manifest["command"] not in {mode.value for mode in SearchMode}:
-        raise GenExportError(f"{export_dir} holds a '{manifest['command']}' export, which has no generation graph",
-                             "run a folder written by genexport beam or genexport embed")
     return _run_generation(export_dir, manifest, graph_name, prompts, settings or RunSettings(), threads)
 
 

@@ -152,11 +152,13 @@ def test_run_embedding_prints_shape_and_norms(tmp_path: Path) -> None:
     model = BertModel(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
     BertTokenizerFast.from_pretrained(default_model_dir()).save_pretrained(folder)
-    export = export_embedding(folder, tmp_path / "emb", pooling="mean", normalize=False).output
+    export = export_embedding(folder, tmp_path / "emb", pooling="mean", normalize=False, quantize="int8",
+                              min_cosine=0.5).output
     texts = ["The spleen filters old red blood cells.", "Vitamin D?"]
 
     run = run_export(export, texts)
     assert isinstance(run, EmbeddingRun) and run.vectors.shape == (2, 32)
+    assert run.graph == "embedding.onnx"  # the fp32 graph by default, not the int8 variant beside it
     batch = BertTokenizerFast.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
@@ -170,3 +172,7 @@ def test_run_embedding_prints_shape_and_norms(tmp_path: Path) -> None:
     assert "vectors of shape (2, 32)" in result.output and f"norm {run.norms[1]:.4f}  Vitamin D?" in result.output
     result = runner.invoke(app, ["run", str(export), "x", "--num-beams", "2"])
     assert result.exit_code == 2 and "embedding export" in result.output
+    int8 = run_export(export, texts, graph="embedding.int8.onnx")
+    assert isinstance(int8, EmbeddingRun) and int8.graph == "embedding.int8.onnx"
+    cosine = (int8.vectors * run.vectors).sum(-1) / (np.linalg.norm(int8.vectors, axis=-1) * run.norms)
+    assert cosine.min() > 0.5 and not np.array_equal(int8.vectors, run.vectors)
