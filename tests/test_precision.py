@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +92,23 @@ def test_agreement_floors_fail_on_a_corrupted_quantized_graph(tiny_biogpt: Path,
     result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision))
     agreement = json.loads(result.manifest.read_text())["parity"]["agreement_with_fp32"]
     assert below_floors(agreement) == list(AGREEMENT_FLOORS), agreement
+
+
+def test_int4_quantizer_leaves_logging_as_it_found_it(tiny_biogpt: Path, tmp_path: Path) -> None:
+    """Importing onnxruntime's MatMulNBits quantizer calls logging.basicConfig(level=INFO): in a fresh process
+    (the CLI's case) that printed a line per graph node and left a handler on the caller's root logger."""
+    code = (
+        "import logging\nfrom pathlib import Path\n"
+        "from gen_export.decoder import export_decoder_onnx, load_decoder\n"
+        "from gen_export.precision import quantize_decoder\n"
+        f"decoder = export_decoder_onnx(load_decoder(Path({str(tiny_biogpt)!r})), Path({str(tmp_path)!r}) / 'd.onnx')\n"
+        f"quantize_decoder(decoder, Path({str(tmp_path)!r}) / 'q.onnx', 'int4')\n"
+        "print(logging.getLogger().level, logging.getLogger().handlers)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"{logging.WARNING} []"
+    assert "[INFO]" not in done.stderr, done.stderr[:500]
 
 
 def test_fp32_graph_has_no_quantized_ops(tiny_biogpt: Path, tmp_path: Path) -> None:
