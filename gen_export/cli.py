@@ -1,7 +1,7 @@
 """The `genexport` command line: parse, call the library, print. No logic of its own.
 
 Imports nothing heavy at module level (torch, transformers, onnx, onnxruntime come in with the command that
-needs them), so `genexport --help`, `--version` and flag errors answer at once; tests/test_cli_light.py checks it.
+needs them), so `genexport --help` and `--version` answer at once; tests/test_cli_light.py checks it.
 """
 
 from __future__ import annotations
