@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from gen_export.cli import decoder_table, embedding_table, timings_table
 from gen_export.generation import BUILTIN_PROMPTS, GenerationDefaults, default_matrix
 from gen_export.parity import CaseResult, ParityReport, Verdict
+from gen_export.sampling_checks import SamplingCheck, SamplingReport
 from gen_export.search_graph import SearchMode
 
 WIDTH = 80
@@ -86,6 +87,21 @@ def test_embedding_table_fits_80_columns() -> None:
         variants=[SimpleNamespace(file="embedding.optimized.onnx", cosine_min=0.99999, cosine_mean=1.0),
                   SimpleNamespace(file="embedding.int8.onnx", cosine_min=0.99389, cosine_mean=0.99557)])
     assert_fits(embedding_table(result))
+
+
+def test_sampling_checks_fit_80_columns() -> None:
+    """Sampling checks are listed, not tabulated (their details are sentences): each verdict line stays whole."""
+    report = SamplingReport(temperature=0.7, top_p=0.95, seed=0, draws=2000, checks=[
+        SamplingCheck("top_p 1e-06 twin == generate(do_sample=False)", True, 3, "= 3 cases",
+                      "left-padded batch of 3; min_length; repetition penalty 1.3"),
+        SamplingCheck("single-step distribution (total variation)", False, 0.02113, "< 0.05 (and chi-square p > 0.001)",
+                      "2000 draws of 'the patient was treated with': nucleus 5 tokens, 6 bins, chi2 3.21 (df 5), "
+                      "p 0.667")])
+    lines = _render(report.table())
+    assert all(len(line) <= WIDTH for line in lines), "\n".join(lines)
+    for check in report.checks:
+        assert any(f"{check.name}: {check.value:.4g}" in line for line in lines), "\n".join(lines)
+    assert any(line.startswith(" NO  single-step distribution") for line in lines)
 
 
 def test_the_check_catches_a_table_that_wraps() -> None:
