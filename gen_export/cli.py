@@ -1,4 +1,8 @@
-"""The `genexport` command line: parse, call the library, print. No logic of its own."""
+"""The `genexport` command line: parse, call the library, print. No logic of its own.
+
+Imports nothing heavy at module level (torch, transformers, onnx, onnxruntime come in with the command that
+needs them), so `genexport --help` and `--version` answer at once; tests/test_cli_light.py checks it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gen_export.errors import GenExportError
-from gen_export.precision import Precision
+from gen_export.options import Precision
+from gen_export.tables import compact_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export Hugging Face checkpoints to ONNX Runtime / Triton artifacts, with parity proof.")
@@ -26,6 +31,37 @@ ModelArg = Annotated[
 ]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; must be new or empty).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing non-empty output folder.")]
+
+
+#: What `genexport --version` reports (read from installed metadata: nothing is imported).
+VERSION_PACKAGES = ("genexport", "transformers", "onnxruntime", "torch", "onnx")
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in VERSION_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _version(value: bool) -> None:
+    if value:
+        installed = versions()
+        others = ", ".join(f"{name} {version}" for name, version in installed.items() if name != "genexport")
+        console.print(f"genexport {installed['genexport']} ({others})", highlight=False, soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print genexport's version and those of transformers, onnxruntime, torch, onnx.")] = False) -> None:
+    """Export Hugging Face checkpoints to ONNX Runtime / Triton artifacts, with parity proof."""
 
 
 def _fail(error: GenExportError) -> typer.Exit:
@@ -52,12 +88,33 @@ def _precision(value: str) -> Precision:
         raise GenExportError(f"unknown precision '{value}'", "use --precision fp32, int8 or int4") from None
 
 
-def _timings_table(timings: dict[str, float]) -> Table:
-    table = Table(title="Timings")
-    table.add_column("step")
-    table.add_column("seconds", justify="right")
+def timings_table(timings: dict[str, float]) -> Table:
+    table = compact_table("Timings", "step", "seconds", right=("seconds",))
     for name, seconds in timings.items():
         table.add_row(name, f"{seconds:.2f}")
+    return table
+
+
+def decoder_table(cases: list[Any]) -> Table:
+    """`DecoderValidation.cases`: the max abs difference and its tolerance, per output kind."""
+    table = compact_table("Decoder vs PyTorch (max abs difference / tolerance)", "case", "logits/tol", "present/tol",
+                          "ok")
+    for case in cases:
+        table.add_row(case.name, f"{case.logits_max_abs:.1e}/{case.logits_tolerance:.0e}",
+                      f"{case.present_max_abs:.1e}/{case.present_tolerance:.0e}",
+                      "[green]yes[/green]" if case.passed else "[red]no[/red]")
+    return table
+
+
+def embedding_table(result: Any) -> Table:
+    """`EmbeddingExportResult`: the graph against PyTorch (and sentence-transformers), then each variant."""
+    table = compact_table(f"Embedding parity (pooling {result.pooling}, normalize {result.normalize})",
+                          "graph", "reference", "min cos", "mean cos", "max abs")
+    for figure in result.parity:
+        table.add_row("embedding.onnx", figure.reference.removesuffix(" encode"), f"{figure.cosine_min:.7f}",
+                      f"{figure.cosine_mean:.7f}", f"{figure.max_abs:.2e}")
+    for variant in result.variants:
+        table.add_row(variant.file, "PyTorch fp32", f"{variant.cosine_min:.5f}", f"{variant.cosine_mean:.5f}", "")
     return table
 
 
@@ -81,14 +138,7 @@ def decoder(
         raise _fail(error) from None
     finally:
         steps.close()
-    table = Table(title="Decoder vs PyTorch (max abs difference)")
-    for column in ("case", "logits", "present", "tolerance", "ok"):
-        table.add_column(column)
-    for case in result.validation.cases:
-        table.add_row(case.name, f"{case.logits_max_abs:.2e}", f"{case.present_max_abs:.2e}",
-                      f"{case.logits_tolerance:.1e} / {case.present_tolerance:.1e}",
-                      "[green]yes[/green]" if case.passed else "[red]no[/red]")
-    console.print(table)
+    console.print(decoder_table(result.validation.cases))
     console.print("onnx.checker: ok; onnxruntime verify_gpt2_subgraph: ok")
     console.print(f"wrote {result.decoder_onnx} and {result.manifest}")
 
@@ -101,7 +151,14 @@ def beam(
     search: Annotated[str, typer.Option(help="Search operator: beam, greedy or sampling.")] = "beam",
     num_beams: Annotated[int, typer.Option(help="Default num_beams input.")] = 4,
     num_return_sequences: Annotated[int, typer.Option(help="Default num_return_sequences input.")] = 1,
-    max_length: Annotated[int | None, typer.Option(help="Default max_length input (prompt included).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="New-token budget (transformers' max_new_tokens): the graph's default max_length becomes the longest "
+             "parity prompt plus this; `genexport run` counts it from each prompt. Not with --max-length.")] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(
+        help="Least new tokens (transformers' min_new_tokens), translated like --max-new-tokens. "
+             "Not with --min-length.")] = None,
+    max_length: Annotated[int | None, typer.Option(
+        help="Default max_length input (prompt included). Default: min(64, the model's positions).")] = None,
     min_length: Annotated[int, typer.Option(help="Default min_length input (prompt included).")] = 0,
     length_penalty: Annotated[float, typer.Option(help="Default length_penalty input.")] = 1.0,
     repetition_penalty: Annotated[float, typer.Option(help="Default repetition_penalty input.")] = 1.0,
@@ -133,12 +190,13 @@ def beam(
             raise GenExportError(f"unknown search '{search}'", "use --search beam, greedy or sampling") from None
         if early_stopping:
             check_flags(SearchFlags(max_length=2, early_stopping=True), 1, 2)
-        model = model or _default_decoder_model()
         defaults = GenerationDefaults(
             max_length=max_length, min_length=min_length, num_beams=num_beams,
             num_return_sequences=num_return_sequences, length_penalty=length_penalty,
-            repetition_penalty=repetition_penalty,
+            repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         )
+        defaults.check_length_forms()  # before the demo model is built or anything is loaded
+        model = model or _default_decoder_model()
         # OUT and --triton-repo are checked together and locked before any work.
         with reserved_outputs([output, triton_repo], force, model_dirs=(model,)):
             result = export_generation(
@@ -161,7 +219,10 @@ def beam(
         console.print(result.parity.table())
         counts = ", ".join(f"{v} {k}" for k, v in result.parity.counts().items() if v)
         console.print(f"parity: {counts}")
-    console.print(_timings_table(result.timings))
+        if hasattr(result.parity, "samples"):  # token parity (a sampling graph's statistical checks have no text)
+            console.print(f"[dim]{result.parity.legend()}[/dim]", highlight=False)
+            console.print(result.parity.samples(), highlight=False)
+    console.print(timings_table(result.timings))
     console.print(f"wrote {result.graph_onnx} and {result.manifest}")
     if triton_repo is not None:
         console.print(f"wrote Triton model repository {triton_repo}")
@@ -201,16 +262,8 @@ def embed(
         raise _fail(error) from None
     finally:
         steps.close()
-    table = Table(title=f"Embedding parity (pooling {result.pooling}, normalize {result.normalize})")
-    for column in ("graph", "reference", "min cosine", "mean cosine", "max abs"):
-        table.add_column(column)
-    for figure in result.parity:
-        table.add_row("embedding.onnx", figure.reference, f"{figure.cosine_min:.7f}", f"{figure.cosine_mean:.7f}",
-                      f"{figure.max_abs:.2e}")
-    for variant in result.variants:
-        table.add_row(variant.file, "PyTorch fp32", f"{variant.cosine_min:.5f}", f"{variant.cosine_mean:.5f}", "")
-    console.print(table)
-    console.print(_timings_table(result.timings))
+    console.print(embedding_table(result))
+    console.print(timings_table(result.timings))
     console.print(f"wrote {result.embedding_onnx} and {result.manifest}")
     if triton_repo is not None:
         console.print(f"wrote Triton model repository {triton_repo}")
@@ -250,6 +303,59 @@ def triton(
         raise _fail(error) from None
     console.print(f"wrote Triton model repository {repository.root}: models {', '.join(repository.models)} "
                   f"(ensemble '{repository.ensemble}', {repository.backend} backend)")
+
+
+@app.command()
+def run(
+    export_dir: Annotated[Path, typer.Argument(help="An output folder of `genexport beam` or `genexport embed`.")],
+    prompt: Annotated[list[str] | None, typer.Argument(help="Prompts (texts, for an embedding export).")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="More prompts, one per line.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="New tokens per prompt. Default: the export's (--max-new-tokens, else its absolute max_length).")] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(help="Least new tokens. Default: the export's.")] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Beam graphs only. Default: the export's.")] = None,
+    num_return_sequences: Annotated[int | None, typer.Option(
+        help="Sequences per prompt (beam graphs, at most num_beams). Default: the export's.")] = None,
+    length_penalty: Annotated[float | None, typer.Option(help="Beam graphs only. Default: the export's.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Default: the export's.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling graphs only: the random seed.")] = 0,
+    graph: Annotated[str | None, typer.Option(
+        help="Which .onnx file of the folder (e.g. embedding.int8.onnx). Default: the export's main graph.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
+    """Try an export: tokenize, run its graph with onnxruntime, print the generated text (or embeddings)."""
+    texts = list(prompt or [])
+    try:
+        if prompts is not None:
+            from gen_export.generation import read_prompts
+
+            texts += read_prompts(prompts)
+        from gen_export.run import GenerationRun, RunSettings, run_export
+
+        settings = RunSettings(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
+                               num_return_sequences=num_return_sequences, length_penalty=length_penalty,
+                               repetition_penalty=repetition_penalty, seed=seed)
+        result = run_export(export_dir, texts, settings=settings, graph=graph)
+    except GenExportError as error:
+        raise _fail(error) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))  # one line, for jq and friends
+        return
+    if isinstance(result, GenerationRun):
+        beams = f", {result.num_beams} beams" if result.mode == "beam" else ""
+        console.print(f"[bold]{result.graph}[/bold]: {result.mode}{beams}, {result.budget}", highlight=False,
+                      soft_wrap=True)
+        for generated in result.prompts:
+            console.print(f"[cyan]{generated.prompt}[/cyan] [dim]({generated.new_tokens} new tokens, "
+                          f"{generated.tokens_per_second:.0f} tokens/s)[/dim]", highlight=False)
+            numbered = len(generated.texts) > 1
+            for number, text in enumerate(generated.texts, 1):
+                console.print(f"  {f'{number}. ' if numbered else ''}-> {text}", highlight=False, markup=False)
+        return
+    console.print(f"[bold]{result.graph}[/bold]: {len(result.texts)} texts -> vectors of shape "
+                  f"{tuple(result.vectors.shape)} in {result.seconds:.3f} s", highlight=False)
+    for text, norm in zip(result.texts, result.norms, strict=True):
+        console.print(f"  norm {norm:.4f}  {text}", highlight=False, markup=False)
 
 
 @app.command()

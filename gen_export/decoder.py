@@ -7,7 +7,6 @@ PyTorch on a first step with empty past, a one-token step with past, and a left-
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
 from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
 from gen_export.progress import Steps
+from gen_export.quiet import quiet_logging
 from gen_export.runtime import check_model, graph_io, make_session
 from gen_export.validate import require_bool, require_float, require_opset, require_path
 
@@ -108,19 +108,11 @@ def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_
     from optimum.exporters.onnx import export
 
     onnx_config = DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims)
-    quiet = ["optimum", "transformers", "torch.onnx"]
-    levels = {name: logging.getLogger(name).level for name in quiet}
-    try:
-        for name in quiet:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            # The tracer warns about Python branches on sequence length; validation below proves
-            # the graph on every shape family the generation operator feeds it.
-            warnings.simplefilter("ignore")
-            export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+    with quiet_logging("optimum", "transformers", "torch.onnx"), warnings.catch_warnings():
+        # The tracer warns about Python branches on sequence length; validation below proves
+        # the graph on every shape family the generation operator feeds it.
+        warnings.simplefilter("ignore")
+        export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
     return path
 
 

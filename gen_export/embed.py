@@ -9,7 +9,6 @@ sentence-transformers' `encode`, for a sentence-transformers folder) at cosine >
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import tempfile
 import warnings
@@ -37,6 +36,7 @@ from gen_export.checkpoint import check_tokenizer, open_checkpoint
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET, TensorSpec
 from gen_export.progress import Steps
+from gen_export.quiet import quiet_logging
 from gen_export.runtime import graph_io, make_session
 from gen_export.validate import require_bool, require_float, require_path
 
@@ -253,16 +253,9 @@ def compare(reference: str, expected: np.ndarray, actual: np.ndarray, mask: np.n
 def _quiet_export(wrapper: nn.Module, onnx_config: OnnxConfig, path: Path) -> None:
     from optimum.exporters.onnx import export
 
-    levels = {n: logging.getLogger(n).level for n in ("optimum", "transformers", "torch.onnx")}
-    try:
-        for name in levels:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export(wrapper, onnx_config, path, opset=DEFAULT_OPSET, disable_dynamic_axes_fix=True)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+    with quiet_logging("optimum", "transformers", "torch.onnx"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export(wrapper, onnx_config, path, opset=DEFAULT_OPSET, disable_dynamic_axes_fix=True)
 
 
 def _run_onnx(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -289,11 +282,11 @@ def _optimize(src: Path, dst: Path, config: PretrainedConfig) -> None:
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with quiet_logging():  # it advises pre-processing on the root logger, every time
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # it advises pre-processing on the root logger, every time
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     nodes_to_exclude=_ffn_output_matmuls(src))
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=_ffn_output_matmuls(src))
 
 
 def _tokenizer_settings(max_length: int) -> dict[str, Any]:

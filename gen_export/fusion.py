@@ -30,7 +30,6 @@ decoder validation compares real positions only).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from gen_export.architectures.base import DecoderDims
+from gen_export.quiet import quiet_logging
 from gen_export.runtime import needs_external_data
 
 MASK_INPUT = "attention_mask"
@@ -257,14 +257,9 @@ def optimize_decoder(decoder_onnx: Path, out: Path, dims: DecoderDims,
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the fusions log every unmatched pattern
-    try:
+    with quiet_logging():  # the fusions log every unmatched pattern on the root logger
         optimized = optimize_model(str(decoder_onnx), model_type="gpt2", num_heads=dims.num_heads,
                                    hidden_size=dims.hidden_size, opt_level=0, use_gpu=False)
-    finally:
-        root.setLevel(level)
     counts = {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
     if not counts.get("Attention"):
         fused = fuse_attention(optimized.model, dims.num_layers, dims.num_heads, attention)

@@ -34,6 +34,7 @@ from gen_export.decoder import (
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.fusion import optimize_decoder
+from gen_export.options import GRAPH_FILES
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
@@ -68,11 +69,6 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 TOKENIZER_DIR = "tokenizer"
 
 
-GRAPH_FILES = {
-    SearchMode.BEAM: "beam_search.onnx",
-    SearchMode.GREEDY: "greedy_search.onnx",
-    SearchMode.SAMPLING: "sampling.onnx",
-}
 
 
 def graph_file(mode: SearchMode) -> str:
@@ -81,19 +77,42 @@ def graph_file(mode: SearchMode) -> str:
 
 @dataclass(frozen=True)
 class GenerationDefaults:
-    """Defaults for the graph's runtime inputs (recorded in the manifest, used by Triton configs)."""
+    """Defaults for the graph's runtime inputs (recorded in the manifest, used by Triton configs).
 
-    #: None: min(64, the model's max_position_embeddings).
+    Lengths come either absolute (`max_length`/`min_length`: the graph's inputs, padded prompt included) or
+    as new tokens (`max_new_tokens`/`min_new_tokens`, as transformers counts them), translated to absolute
+    ones for the longest parity prompt by `resolve_lengths`; the manifest records both. `genexport run`
+    counts a recorded new-token budget from each prompt's own length.
+    """
+
+    #: None: min(64, the model's max_position_embeddings), unless max_new_tokens is given.
     max_length: int | None = None
     min_length: int = 0
     num_beams: int = 4
     num_return_sequences: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+
+    def check_length_forms(self) -> None:
+        """One form per bound: a request with both is refused (a resolved one records both, see above)."""
+        if self.max_new_tokens is not None and self.max_length is not None:
+            raise GenExportError("both --max-length and --max-new-tokens given",
+                                 "give one: --max-new-tokens N counts generated tokens, --max-length the prompt too")
+        if self.min_new_tokens is not None and self.min_length:
+            raise GenExportError("both --min-length and --min-new-tokens given",
+                                 "give one: --min-new-tokens N counts generated tokens, --min-length the prompt too")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise GenExportError(f"max_new_tokens {self.max_new_tokens} must be at least 1",
+                                 "use e.g. --max-new-tokens 24")
+        if self.min_new_tokens is not None and self.min_new_tokens < 0:
+            raise GenExportError(f"min_new_tokens {self.min_new_tokens} must be at least 0",
+                                 "use e.g. --min-new-tokens 0")
 
     def flags(self, no_repeat_ngram_size: int = 0) -> SearchFlags:
         if self.max_length is None:
-            raise ValueError("resolve max_length first (GenerationDefaults.resolved)")
+            raise ValueError("resolve max_length first (resolve_lengths)")
         return SearchFlags(
             max_length=self.max_length, min_length=self.min_length, num_beams=self.num_beams,
             num_return_sequences=self.num_return_sequences, length_penalty=self.length_penalty,
@@ -113,6 +132,26 @@ class GenerationExportResult:
     parity: ParityReport | SamplingReport | None
     notes: list[str]
     timings: dict[str, float]
+
+
+def resolve_lengths(defaults: GenerationDefaults, tokenizer: Any, prompts: tuple[str, ...],
+                    max_positions: int) -> GenerationDefaults:
+    """Absolute max_length/min_length defaults; a new-token budget counts from the longest (padded) prompt."""
+    defaults.check_length_forms()
+    longest = max(len(tokenizer(prompt)["input_ids"]) for prompt in prompts)
+    changes: dict[str, int] = {}
+    if defaults.max_new_tokens is not None:
+        changes["max_length"] = longest + defaults.max_new_tokens
+        if changes["max_length"] > max_positions:
+            raise GenExportError(
+                f"the longest parity prompt ({longest} tokens) plus {defaults.max_new_tokens} new tokens is above "
+                f"the model's max_position_embeddings {max_positions}",
+                f"use --max-new-tokens of at most {max_positions - longest}")
+    elif defaults.max_length is None:
+        changes["max_length"] = min(64, max_positions)
+    if defaults.min_new_tokens is not None:
+        changes["min_length"] = longest + defaults.min_new_tokens
+    return replace(defaults, **changes)
 
 
 def length_penalty_note(defaults: GenerationDefaults, mode: SearchMode) -> str | None:
@@ -143,7 +182,9 @@ def default_matrix(
         prompt_len = tokenizer(list(batch), return_tensors="pt", padding=True)["input_ids"].shape[1]
         base = defaults.flags(no_repeat_ngram_size)
         # The user's max_length, capped to keep the matrix quick; a too-short one fails here, early.
-        max_length = min(base.max_length, prompt_len + changes.pop("new", new_tokens), max_positions)
+        # (never below a requested min_length + 1, so --min-new-tokens above the cap still gets checked)
+        cap = max(prompt_len + changes.pop("new", new_tokens), base.min_length + 1)
+        max_length = min(base.max_length, cap, max_positions)
         min_new = changes.pop("min_new", None)
         flags = replace(base, max_length=max_length, **changes)
         if min_new is not None:
@@ -155,20 +196,21 @@ def default_matrix(
     batch = tuple(prompts[:3]) if len(prompts) >= 3 else tuple(prompts)
     cases = [case(f"prompt {i + 1}", (p,)) for i, p in enumerate(singles)]
     cases.append(case("left-padded batch", batch))
+    # Names stay short (the parity table fits 80 columns): beams, returned sequences and penalties have columns.
     if mode is SearchMode.BEAM:
         cases += [
             case("beams 2, lp 0", (prompts[0],), num_beams=2, num_return_sequences=1, length_penalty=0.0),
-            case("beams 4, 3 returned, min length", batch[:2], num_beams=4, num_return_sequences=3,
+            case("3 of 4 beams, min", batch[:2], num_beams=4, num_return_sequences=3,
                  length_penalty=0.0, min_new=6),
-            case("beams 5, 2 returned, lp 1", batch, num_beams=5, num_return_sequences=2, length_penalty=1.0),
-            case("repetition penalty 1.3, lp 0.6", (prompts[-1],), num_beams=4, num_return_sequences=2,
+            case("2 of 5 beams, lp 1", batch, num_beams=5, num_return_sequences=2, length_penalty=1.0),
+            case("rep 1.3, lp 0.6", (prompts[-1],), num_beams=4, num_return_sequences=2,
                  length_penalty=0.6, repetition_penalty=1.3),
             case("lp 2.0", batch, num_beams=4, num_return_sequences=1, length_penalty=2.0),
         ]
     else:
         cases += [
             case("min length", (prompts[0],), min_new=8),
-            case("repetition penalty 1.3", batch, repetition_penalty=1.3),
+            case("rep penalty 1.3", batch, repetition_penalty=1.3),
         ]
     return cases
 
@@ -281,9 +323,8 @@ def _export_generation(
         loaded: LoadedDecoder = load_decoder(model_dir)
         tokenizer = loaded.architecture.load_tokenizer(loaded.checkpoint.path)
         check_tokenizer(tokenizer, prompts or BUILTIN_PROMPTS, loaded.dims.vocab_size, loaded.checkpoint.path)
-    defaults = defaults or GenerationDefaults()
-    if defaults.max_length is None:
-        defaults = replace(defaults, max_length=min(64, loaded.dims.max_positions))
+    defaults = resolve_lengths(defaults or GenerationDefaults(), tokenizer, prompts or BUILTIN_PROMPTS,
+                               loaded.dims.max_positions)
     if mode is not SearchMode.BEAM:
         defaults = replace(defaults, num_beams=1, num_return_sequences=1)
     check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)

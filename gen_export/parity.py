@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from transformers import GenerationConfig, PreTrainedModel
 
 from gen_export.errors import GenExportError
@@ -31,14 +33,25 @@ from gen_export.reference_search import (
     ort_beam_search,
     ort_greedy_search,
 )
+from gen_export.tables import compact_table
 
 Tokens = list[list[list[int]]]  # batch x returned sequence x generated tokens
+
+#: The parity table's columns: abbreviated so that the whole table fits an 80-column terminal.
+COLUMNS = ("case", "batch", "beams", "ret", "lp", "min", "rep", "new", "verdict")
+#: Longer case names are cut with an ellipsis (the matrix's own names are shorter).
+CASE_NAME_WIDTH = 20
 
 
 class Verdict(StrEnum):
     MATCH = "match"
     EXPLAINED_LENGTH_PENALTY = "differs: length normalisation (explained)"
     MISMATCH = "MISMATCH"
+
+
+#: How the table shows a verdict (the manifest keeps the full value).
+VERDICT_LABELS = {Verdict.MATCH: "match", Verdict.EXPLAINED_LENGTH_PENALTY: "explained",
+                  Verdict.MISMATCH: "MISMATCH"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,9 @@ class CaseResult:
     reference: Tokens
     verdict: Verdict
     prompt_tokens: int
+    #: Per prompt, the first returned sequence decoded (special tokens skipped), as a user reads it.
+    graph_texts: list[str] = field(default_factory=list)
+    generate_texts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +90,8 @@ class CaseResult:
             "graph_equals_reference": self.graph == self.reference,
             "graph": self.graph,
             "generate": self.generate,
+            "graph_texts": self.graph_texts,
+            "generate_texts": self.generate_texts,
         }
 
 
@@ -96,19 +114,45 @@ class ParityReport:
         return {"passed": self.passed, "counts": self.counts(), "cases": [r.as_dict() for r in self.results]}
 
     def table(self) -> Table:
-        table = Table(title="Token parity: fused graph vs model.generate (and onnxruntime-rules reference)")
-        for column in ("case", "batch", "beams", "nrs", "len_pen", "min_len", "rep_pen", "new tokens", "verdict"):
-            table.add_column(column)
+        """One line per case, within 80 columns: the flags sit in columns, so case names stay short."""
+        table = compact_table("Token parity: fused graph vs model.generate", *COLUMNS,
+                              right=("batch", "beams", "ret", "lp", "min", "rep"),
+                              max_widths={"case": CASE_NAME_WIDTH})
         for r in self.results:
             f = r.case.flags
             lengths = sorted({len(seq) for row in r.graph for seq in row})
             colour = {"match": "green", "MISMATCH": "bold red"}.get(r.verdict.value, "yellow")
+            label = VERDICT_LABELS[r.verdict]
             table.add_row(
                 r.case.name, str(len(r.case.prompts)), str(f.num_beams), str(f.num_return_sequences),
                 f"{f.length_penalty:g}", str(f.min_length), f"{f.repetition_penalty:g}",
-                ",".join(map(str, lengths)), f"[{colour}]{r.verdict.value}[/{colour}]",
+                ",".join(map(str, lengths)), f"[{colour}]{label}[/{colour}]",
             )
         return table
+
+    def legend(self) -> str:
+        """What the table's abbreviations mean (the explained verdict only where it occurs)."""
+        legend = ("ret: returned sequences, lp: length_penalty, min: min_length (prompt included), "
+                  "rep: repetition_penalty, new: tokens generated")
+        if any(r.verdict is Verdict.EXPLAINED_LENGTH_PENALTY for r in self.results):
+            legend += (f"; {VERDICT_LABELS[Verdict.EXPLAINED_LENGTH_PENALTY]}: {Verdict.EXPLAINED_LENGTH_PENALTY}, "
+                       "the graph equals the onnxruntime-rules reference")
+        return legend
+
+    def samples(self, limit: int = 3) -> Group:
+        """Prompt -> decoded text from the graph and from generate, for the first `limit` prompts of the matrix."""
+        lines: list[Text] = [Text("Generated text, graph vs generate (first sequence, cut at EOS):", style="bold")]
+        shown = 0
+        for r in self.results:
+            for prompt, graph, generate in zip(r.case.prompts, r.graph_texts, r.generate_texts, strict=False):
+                if shown == limit:
+                    break
+                shown += 1
+                same = "[green]same[/green]" if graph == generate else "[bold red]differs[/bold red]"
+                lines.append(Text.assemble(f"  {r.case.name}: ", (repr(prompt), "cyan")))
+                lines.append(Text.assemble("    graph    -> ", repr(graph)))
+                lines.append(Text.assemble("    generate -> ", repr(generate), "  ", Text.from_markup(same)))
+        return Group(*lines)
 
 
 def user_tokens(sequences: np.ndarray, prompt_len: int, stop_ids: set[int]) -> Tokens:
@@ -236,7 +280,12 @@ def run_case(
         verdict = Verdict.EXPLAINED_LENGTH_PENALTY
     else:
         verdict = Verdict.MISMATCH
-    return CaseResult(case, graph_tokens, generate_tokens, reference_tokens, verdict, prompt_len)
+
+    def first_texts(tokens: Tokens) -> list[str]:
+        return [tokenizer.decode(row[0], skip_special_tokens=True) for row in tokens]
+
+    return CaseResult(case, graph_tokens, generate_tokens, reference_tokens, verdict, prompt_len,
+                      first_texts(graph_tokens), first_texts(generate_tokens))
 
 
 def run_parity(

@@ -9,22 +9,15 @@ cases and recorded.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gen_export.errors import GenExportError
+from gen_export.options import Precision
 from gen_export.parity import ParityCase, graph_feed, user_tokens
+from gen_export.quiet import quiet_logging
 from gen_export.runtime import logits_projection
-
-
-class Precision(StrEnum):
-    FP32 = "fp32"
-    INT8 = "int8"
-    INT4 = "int4"
-    FP16 = "fp16"
 
 
 def check_precision(precision: Precision, sampling: bool) -> None:
@@ -60,13 +53,13 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
     precision = Precision(precision)
     model = onnx.load(str(decoder_onnx))
     exclude = [name for name in [_logits_matmul(model)] if name] if keep_logits_fp32 else []
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizers advise pre-processing on the root logger, every time
-    try:
+    with quiet_logging():
+        # Importing matmul_nbits_quantizer calls logging.basicConfig(level=INFO): a handler and level on the root
+        # logger that would print every node it skips. Imported here, both are undone when the block ends.
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    with quiet_logging():  # the quantizers advise pre-processing on the root logger, every time
         if precision is Precision.INT8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             # Per-channel: one scale per output column; per-tensor scales lost far more agreement by hand.
             # DefaultTensorType: ONNX shape inference cannot type the outputs of contrib operators
             # (MultiHeadAttention after `optimize_decoder`); everything here is float32.
@@ -74,8 +67,6 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         elif precision is Precision.INT4:
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
             quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True,
                                              nodes_to_exclude=exclude,
                                              accuracy_level=4)  # int8 activations: the fast CPU kernel
@@ -83,8 +74,6 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
             quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
         else:
             raise ValueError(f"nothing to quantize for {precision}")
-    finally:
-        root.setLevel(level)
     return out
 
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 from transformers import PreTrainedModel
 
 from gen_export.architectures.base import ort_position_ids
@@ -107,15 +108,16 @@ class SamplingReport:
             "greedy_parity": self.greedy_parity.as_dict() if self.greedy_parity else None,
         }
 
-    def table(self) -> Table:
-        table = Table(title=f"Sampling checks (temperature {self.temperature:g}, top_p {self.top_p:g}, "
-                            f"seed {self.seed}); no token parity is claimed")
-        for column in ("check", "value", "bound", "ok", "detail"):
-            table.add_column(column)
+    def table(self) -> Group:
+        """One entry per check (verdict, name, value and bound on one line, the detail under it): the details are
+        sentences, which a table column would either cut or wrap into fragments at 80 columns."""
+        lines = [Text(f"Sampling checks (temperature {self.temperature:g}, top_p {self.top_p:g}, seed {self.seed}); "
+                      "no token parity is claimed", style="italic")]
         for c in self.checks:
-            ok = "[green]yes[/green]" if c.passed else "[bold red]NO[/bold red]"
-            table.add_row(c.name, f"{c.value:.4g}", c.bound, ok, c.detail)
-        return table
+            ok = Text("yes", style="green") if c.passed else Text(" NO", style="bold red")
+            lines.append(Text.assemble(ok, f"  {c.name}: {c.value:.4g} (needed {c.bound})"))
+            lines.append(Text(f"     {c.detail}", style="dim"))
+        return Group(*lines)
 
 
 def nucleus_masks(probs: torch.Tensor, top_p: float, tolerance: float = NUCLEUS_TOLERANCE

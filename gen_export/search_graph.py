@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import onnx
 
 from gen_export.architectures.base import DecoderDims
 from gen_export.errors import GenExportError
+from gen_export.options import SearchMode
+from gen_export.quiet import quiet_logging
 from gen_export.runtime import needs_external_data
 
 #: convert_generation's init-decoder path loads, rewrites, shape-infers and compares both decoders in memory.
@@ -28,12 +28,6 @@ from gen_export.runtime import needs_external_data
 #: the optimized and quantized variants were killed by the OOM killer at 22.5 GB on a 24 GB machine; so the
 #: first-step decoder, a speed-up of the first step only, is built for decoders below this size.
 INIT_DECODER_MAX_BYTES = 512 * 2**20
-
-
-class SearchMode(StrEnum):
-    BEAM = "beam"
-    GREEDY = "greedy"
-    SAMPLING = "sampling"
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,11 @@ class SearchGraphSpec:
         return cls(mode, dims.eos_token_id, dims.pad_token_id, dims.vocab_size, **kwargs)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"mode": self.mode.value}
+        """What the operator was built with, for the manifest. `init_decoder` is only a request (refused above
+        INIT_DECODER_MAX_BYTES): the manifest records what was built, once, as `settings.init_decoder`."""
+        settings = asdict(self) | {"mode": self.mode.value}
+        del settings["init_decoder"]
+        return settings
 
 
 def search_graph_inputs(mode: SearchMode) -> list[str]:
@@ -127,11 +125,8 @@ def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: Searc
         SearchMode.SAMPLING: cg.GenerationType.SAMPLING,
     }[spec.mode]
     args = cg.parse_arguments(argv)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # convert_generation logs every step on the root logger
-    try:
-        with ort_convert_generation.applied(), ort_init_decoder.applied(), \
+    try:  # quiet_logging: convert_generation logs every step on the root logger
+        with quiet_logging(), ort_convert_generation.applied(), ort_init_decoder.applied(), \
                 contextlib.redirect_stdout(io.StringIO()):
             cg.convert_generation_model(args, generation_type=generation_type)
     except (AssertionError, ValueError) as error:
@@ -139,8 +134,6 @@ def _convert(checkpoint_dir: Path, decoder_onnx: Path, output: Path, spec: Searc
             f"onnxruntime's convert_generation rejected the decoder ({error})",
             "report this as a genexport bug with the checkpoint's config.json",
         ) from None
-    finally:
-        root.setLevel(level)
 
 
 def has_init_decoder(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,20 @@ def test_int8_refused_below_min_cosine(tiny_bert: Path, tmp_path: Path) -> None:
     with pytest.raises(GenExportError, match="below --min-cosine"):
         export_embedding(tiny_bert, tmp_path / "o", quantize="int8", min_cosine=0.9999999)
     assert not (tmp_path / "o").exists()
+
+
+def test_int8_export_leaves_the_root_logger_as_it_was(tiny_bert: Path, tmp_path: Path) -> None:
+    """onnxruntime's quantizer logs on the root logger; genexport silences it for the call only (quiet_logging)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.INFO)  # a caller's choice, different from the ERROR genexport sets inside
+    try:
+        result = export_embedding(tiny_bert, tmp_path / "o", quantize="int8", min_cosine=0.5)
+        assert [v.name for v in result.variants] == ["int8"]
+        assert root.level == logging.INFO
+        assert root.handlers == handlers
+    finally:
+        root.setLevel(level)
 
 
 def test_encoder_wrapper_signature_has_no_numpy(tiny_bert: Path) -> None:

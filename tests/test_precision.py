@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from typer.testing import CliRunner
 
@@ -32,6 +37,17 @@ def _logits_producer(decoder: Path) -> str:
     return node.op_type
 
 
+#: Least agreement with the fp32 graph on the tiny demo's parity matrix (24 sequences). Measured with
+#: keep_logits_fp32 (the default): int8 and int4, with and without --optimize, all 24/24 sequences and 100% of tokens
+#: (the wide demo: int8 24/24, int4 23/24 and 99.4% of tokens);
+#: README reports 23-24/24 across the demo models. The floors sit below that, far above a broken graph's.
+AGREEMENT_FLOORS = {"sequence_agreement": 0.8, "token_agreement": 0.9}
+
+
+def below_floors(agreement: dict[str, float]) -> list[str]:
+    return [name for name, floor in AGREEMENT_FLOORS.items() if agreement[name] < floor]
+
+
 @pytest.mark.parametrize(("precision", "op", "optimize"),
                          [("int8", "MatMulInteger", False), ("int4", "MatMulNBits", False),
                           ("int8", "MatMulInteger", True)])
@@ -45,10 +61,54 @@ def test_quantized_graph_is_measured_against_fp32(tiny_biogpt: Path, tmp_path: P
     manifest = json.loads(result.manifest.read_text())
     assert manifest["settings"]["precision"] == precision
     agreement = manifest["parity"]["agreement_with_fp32"]
-    assert agreement["sequences"] > 0 and 0.0 <= agreement["sequence_agreement"] <= 1.0
-    assert 0.0 <= agreement["token_agreement"] <= 1.0
+    assert agreement["sequences"] == 24
+    assert below_floors(agreement) == [], agreement
     assert result.parity is not None and result.parity.passed  # the fp32 graph still proves the export
     assert any(note.startswith(f"{precision}: ") for note in result.notes)
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_agreement_floors_fail_on_a_corrupted_quantized_graph(tiny_biogpt: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    """The floors above can fail: the same export with the quantized weights scrambled after quantization."""
+    from gen_export import generation
+
+    def quantize_then_corrupt(decoder: Path, out: Path, precision: Precision) -> Path:
+        quantize_decoder(decoder, out, precision)
+        model = onnx.load(str(out))
+        rng = np.random.default_rng(0)
+        scrambled = 0
+        for tensor in model.graph.initializer:
+            if tensor.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(tensor.dims) >= 2:
+                values = onnx.numpy_helper.to_array(tensor)
+                tensor.CopyFrom(onnx.numpy_helper.from_array(rng.permutation(values.ravel()).reshape(values.shape),
+                                                             tensor.name))
+                scrambled += 1
+        assert scrambled > 0  # quantized weights were found
+        onnx.save(model, str(out))
+        return out
+
+    monkeypatch.setattr(generation, "quantize_decoder", quantize_then_corrupt)
+    result = export_generation(tiny_biogpt, tmp_path / precision, precision=Precision(precision))
+    agreement = json.loads(result.manifest.read_text())["parity"]["agreement_with_fp32"]
+    assert below_floors(agreement) == list(AGREEMENT_FLOORS), agreement
+
+
+def test_int4_quantizer_leaves_logging_as_it_found_it(tiny_biogpt: Path, tmp_path: Path) -> None:
+    """Importing onnxruntime's MatMulNBits quantizer calls logging.basicConfig(level=INFO): in a fresh process
+    (the CLI's case) that printed a line per graph node and left a handler on the caller's root logger."""
+    code = (
+        "import logging\nfrom pathlib import Path\n"
+        "from gen_export.decoder import export_decoder_onnx, load_decoder\n"
+        "from gen_export.precision import quantize_decoder\n"
+        f"decoder = export_decoder_onnx(load_decoder(Path({str(tiny_biogpt)!r})), Path({str(tmp_path)!r}) / 'd.onnx')\n"
+        f"quantize_decoder(decoder, Path({str(tmp_path)!r}) / 'q.onnx', 'int4')\n"
+        "print(logging.getLogger().level, logging.getLogger().handlers)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"{logging.WARNING} []"
+    assert "[INFO]" not in done.stderr, done.stderr[:500]
 
 
 def test_fp32_graph_has_no_quantized_ops(tiny_biogpt: Path, tmp_path: Path) -> None:
@@ -98,6 +158,7 @@ def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -
     fused = manifest["settings"]["optimize"]
     assert fused["enabled"] and fused["fused_operators"]["MultiHeadAttention"] == 2
     assert manifest["settings"]["init_decoder"] is True
+    assert "init_decoder" not in manifest["settings"]["search"]
 
 
 def test_init_decoder_only_below_the_size_limit(tiny_biogpt: Path, tmp_path: Path,
@@ -109,4 +170,7 @@ def test_init_decoder_only_below_the_size_limit(tiny_biogpt: Path, tmp_path: Pat
     result = export_generation(tiny_biogpt, tmp_path / "big", parity=False)
     model = onnx.load(str(result.graph_onnx))
     assert [a.name for a in model.graph.node[0].attribute if a.type == a.GRAPH] == ["decoder"]
-    assert json.loads(result.manifest.read_text())["settings"]["init_decoder"] is False
+    settings = json.loads(result.manifest.read_text())["settings"]
+    # One field, saying what was built (the spec's request to build one is not recorded beside it).
+    assert settings["init_decoder"] is False
+    assert "init_decoder" not in settings["search"]
