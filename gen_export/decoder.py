@@ -28,6 +28,7 @@ from gen_export.artifacts import Manifest, staged_output
 from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
 from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
+from gen_export.genai import write_genai_files
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
 
@@ -243,11 +244,12 @@ def export_decoder(
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, staging / DECODER_FILE, atol)
             require_passed(validation)
+        genai = write_genai_files(loaded.checkpoint.path, staging, loaded.dims, DECODER_FILE)  # onnxruntime-genai
         manifest = Manifest(
             command="decoder",
             source=loaded.checkpoint.describe(),
             graph={DECODER_FILE: graph_io(staging / DECODER_FILE)},
-            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims)},
+            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims), "genai": genai.as_dict()},
             validation={"decoder": validation.as_dict()},
         )
         manifest.write(staging)
