@@ -31,6 +31,7 @@ from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
 from gen_export.genai import write_genai_files
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
+from gen_export.tied_embeddings import share_tied_embedding_file
 
 DECODER_FILE = "decoder.onnx"
 #: Tolerance on logits and present tensors (float32 graph vs float32 PyTorch): |diff| <= atol + rtol * max|ref|.
@@ -121,6 +122,7 @@ def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+    share_tied_embedding_file(path)  # tied input/output embeddings stored once (gen_export/tied_embeddings.py)
     return path
 
 
