@@ -18,7 +18,6 @@ from typing import Any
 from gen_export.errors import GenExportError
 from gen_export.parity import ParityCase, graph_feed, user_tokens
 from gen_export.runtime import logits_projection
-from gen_export.tied_embeddings import unshare_tied_embedding
 
 
 class Precision(StrEnum):
@@ -60,8 +59,6 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
 
     precision = Precision(precision)
     model = onnx.load(str(decoder_onnx))
-    # The quantizers take initializer weights only: to quantize the logits projection, its weight as one again.
-    unshared = not keep_logits_fp32 and unshare_tied_embedding(model)
     exclude = [name for name in [_logits_matmul(model)] if name] if keep_logits_fp32 else []
     root = logging.getLogger()
     level = root.level
@@ -73,8 +70,8 @@ def quantize_decoder(decoder_onnx: Path, out: Path, precision: str | Precision,
             # Per-channel: one scale per output column; per-tensor scales lost far more agreement by hand.
             # DefaultTensorType: ONNX shape inference cannot type the outputs of contrib operators
             # (MultiHeadAttention after `optimize_decoder`); everything here is float32.
-            quantize_dynamic(model if unshared else str(decoder_onnx), str(out), weight_type=QuantType.QInt8,
-                             per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
+            quantize_dynamic(str(decoder_onnx), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         elif precision is Precision.INT4:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

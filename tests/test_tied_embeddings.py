@@ -1,5 +1,6 @@
-"""Tied embeddings stored once: the decoder's logits MatMul reads Transpose(embed_tokens.weight) instead of a
-transposed copy. Same outputs as the graph with the copy, one weight fewer in the file, untied weights untouched.
+"""Tied embeddings stored once: the token lookup reads the logits MatMul's [hidden, vocab] weight (Gather on
+axis 1, then a Transpose of the gathered rows) and the exporter's [vocab, hidden] copy is dropped. Same outputs as
+the graph with the copy, one weight fewer in the file, untied weights untouched.
 """
 
 from __future__ import annotations
@@ -55,13 +56,22 @@ def test_one_copy_of_the_embedding_and_the_same_outputs(decoders) -> None:
     assert saved >= 4 * dims.vocab_size * dims.hidden_size - 1024  # one float32 [vocab, hidden] matrix
     graph = onnx.load(str(after)).graph
     projection = logits_projection(graph)  # the walk the init-decoder patch and quantize_decoder use
-    assert projection is not None and projection.op_type == "MatMul"
-    producer = next(n for n in graph.node if projection.input[1] in n.output)
-    assert producer.op_type == "Transpose" and producer.input[0] == matrices["after"][0]
+    assert projection is not None and projection.op_type == "MatMul"  # untouched: still on its initializer
+    assert projection.input[1] == matrices["after"][0]
+    lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] == projection.input[1]]
+    assert len(lookups) == 1 and {a.name: a.i for a in lookups[0].attribute} == {"axis": 1}
     feed = _feed(dims)
     expected = make_session(before).run(None, feed)
     actual = make_session(after).run(None, feed)
     for e, a in zip(expected, actual, strict=True):
+        np.testing.assert_array_equal(a, e)
+    # A one-token step with past too (the shape family beam search runs most).
+    step = _feed(dims, batch=3, length=1)
+    past = expected[1:]
+    step |= {f"past_{i}": p[:, :1].repeat(3, axis=1) for i, p in enumerate(past)}
+    step["position_ids"] = np.full((3, 1), 5, np.int32)
+    step["attention_mask"] = np.ones((3, 6), np.int32)
+    for e, a in zip(make_session(before).run(None, step), make_session(after).run(None, step), strict=True):
         np.testing.assert_array_equal(a, e)
 
 
