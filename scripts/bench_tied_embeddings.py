@@ -31,14 +31,17 @@ from gen_export.tied_embeddings import share_tied_embedding_file
 
 PAST = 24
 
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of this (large) process would report
+# the parent's peak; VmHWM belongs to the child's own address space.
 _CHILD = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from gen_export.runtime import make_session
 path, feed_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 feed = dict(np.load(feed_path))
 make_session(path, threads=threads).run(None, feed)
-print(json.dumps({"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"peak_rss_kb": int(status["VmHWM"].split()[0])}))
 """
 
 
@@ -103,7 +106,7 @@ def main() -> None:
             del sessions
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"Decoder step (batch 1, 1 new token, past {PAST}), intra-op threads {args.threads}, {args.runs} alternating "
-          f"runs; peak RSS = median of 3 fresh processes (load, session, one step); load average {load}.\n")
+          f"runs; peak RSS = VmHWM, median of 3 fresh processes (load, session, one step); load average {load}.\n")
     print("| shape | graph | file MB | peak RSS MB | step median ms | min–max ms | same outputs |\n"
           "|---|---|---|---|---|---|---|")
     print("\n".join(rows))

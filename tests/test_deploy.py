@@ -211,3 +211,22 @@ def test_deployment_arguments_start_the_bundled_server(repositories: dict[str, P
         resident = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
     # Shared pages are counted once per process here, so this over-counts: a conservative check.
     assert resident < result.sizing.memory_request_bytes, (resident, result.sizing.memory_request_bytes)
+
+
+def test_cli_deploy_writes_or_fails_in_one_line(repositories: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gen_export.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["deploy", str(repositories["onnxruntime"]), "--output", str(out),
+                                 "--model-store", "s3://models/demo", "--image", "registry.example.com/gx:1"])
+    assert result.exit_code == 0, result.output
+    assert "kubectl apply -k" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "README.md", "deployment.yaml", "genexport.json",
+                                                      "hpa.yaml", "kustomization.yaml", "pdb.yaml", "service.yaml"]
+    failed = runner.invoke(app, ["deploy", str(repositories["onnxruntime"]), "--output", str(tmp_path / "bad"),
+                                 "--model-store", "ftp://host/repo"])
+    assert failed.exit_code == 2 and "unknown storage scheme" in failed.output
+    assert not (tmp_path / "bad").exists()
