@@ -216,8 +216,12 @@ def _credentials(scheme: str | None, secret: str) -> tuple[list[dict[str, Any]],
 def _deployment(name: str, labels: dict[str, str], args: list[str], sizing: ReplicaSizing, scheme: str | None,
                 pvc: str | None, secret: str, replicas: int, fingerprint: str) -> dict[str, Any]:
     env, volumes, mounts = _credentials(scheme, secret)
-    # Triton downloads an object-store repository into a temporary folder: /tmp must hold it.
-    env.append({"name": "TMPDIR", "value": "/tmp"})
+    # Triton downloads an object-store repository into a temporary folder: /tmp must hold it. The root filesystem
+    # is read-only, so every cache the tokenizer models' libraries might create goes to /tmp too, and the
+    # tokenizers load from the repository's own files, never from a hub.
+    env += [{"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"},
+            {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"}, {"name": "HF_HOME", "value": "/tmp/huggingface"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
     volumes += [
         {"name": "tmp", "emptyDir": {"sizeLimit": f"{math.ceil(sizing.tmp_bytes / MIB)}Mi"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_BYTES // MIB}Mi"}},
