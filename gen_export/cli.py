@@ -359,6 +359,64 @@ def run(
 
 
 @app.command()
+def deploy(
+    repo_dir: Annotated[Path, typer.Argument(help="A Triton model repository written by genexport.")],
+    output: OutputOpt = Path("out/deploy"),
+    force: ForceOpt = False,
+    model_store: Annotated[str | None, typer.Option(
+        help="Object-store URL the pods read the repository from (s3://, gs://, as://; S3-compatible: "
+             "s3://https://HOST:PORT/BUCKET/PREFIX). Credentials come from --credentials-secret.")] = None,
+    pvc: Annotated[str | None, typer.Option(help="Or: an existing PersistentVolumeClaim holding the repository.")]
+    = None,
+    credentials_secret: Annotated[str | None, typer.Option(
+        help="Secret with the object-store credentials (default NAME-model-store); never written here.")] = None,
+    name: Annotated[str, typer.Option(help="Name of the Deployment, Service, HPA and PDB.")] = "triton",
+    image: Annotated[str, typer.Option(help="The serving image built from the written Dockerfile.")]
+    = "genexport-tritonserver:25.03",
+    namespace: Annotated[str | None, typer.Option(help="Namespace (kustomization.yaml).")] = None,
+    min_replicas: Annotated[int, typer.Option(help="HPA minimum (and initial replicas).")] = 2,
+    max_replicas: Annotated[int, typer.Option(help="HPA maximum.")] = 8,
+    autoscale_on: Annotated[str, typer.Option(
+        help="cpu (default) or queue-time (Triton's queue time per request via prometheus-adapter).")] = "cpu",
+    cpu_utilization: Annotated[int, typer.Option(help="HPA CPU utilisation target, percent.")] = 70,
+    queue_time_us: Annotated[int, typer.Option(help="HPA queue-time target, microseconds per request.")] = 50_000,
+) -> None:
+    """Write Kubernetes manifests (Deployment, Service, HPA, PDB, kustomization) serving a Triton repository."""
+    from gen_export.deploy import write_deployment
+
+    try:
+        result = write_deployment(
+            repo_dir, output, name=name, model_store=model_store, pvc=pvc, credentials_secret=credentials_secret,
+            image=image, namespace=namespace, min_replicas=min_replicas, max_replicas=max_replicas,
+            autoscale_on=autoscale_on, cpu_utilization=cpu_utilization, queue_time_us=queue_time_us, force=force)
+    except GenExportError as error:
+        raise _fail(error) from None
+    sizing = result.sizing
+    console.print(f"wrote {', '.join(p.name for p in result.files)} to {result.output}")
+    console.print(f"per replica: memory {sizing.memory_request} (limit {sizing.memory_limit}), CPU "
+                  f"{sizing.cpu_request}, startup allowance {sizing.startup_failure_threshold * 10} s; "
+                  f"repository {result.model_repository}")
+    console.print(f"build the image from {result.output / 'Dockerfile'}, then: kubectl apply -k {result.output}")
+
+
+@app.command()
+def upload(
+    repo_dir: Annotated[Path, typer.Argument(help="A Triton model repository written by genexport.")],
+    url: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX")],
+    endpoint_url: Annotated[str | None, typer.Option(
+        help="S3-compatible endpoint (MinIO, Ceph); credentials from the environment / ~/.aws.")] = None,
+) -> None:
+    """Upload a Triton model repository to S3-compatible storage, with a sha256 list of every file."""
+    from gen_export.object_store import upload_repository
+
+    try:
+        result = upload_repository(repo_dir, url, endpoint_url=endpoint_url)
+    except GenExportError as error:
+        raise _fail(error) from None
+    console.print(f"uploaded {len(result.files)} files ({result.total_bytes / 1e6:.1f} MB) to {result.url}")
+
+
+@app.command()
 def info(folder: Annotated[Path, typer.Argument(help="An output folder written by genexport.")]) -> None:
     """Print the manifest (genexport.json) of an export."""
     from gen_export.artifacts import read_manifest

@@ -27,9 +27,11 @@ from gen_export.artifacts import Manifest, staged_output
 from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
 from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
+from gen_export.genai import write_genai_files
 from gen_export.progress import Steps
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import check_model, graph_io, make_session
+from gen_export.tied_embeddings import share_tied_embedding_file
 from gen_export.validate import require_bool, require_float, require_opset, require_path
 
 DECODER_FILE = "decoder.onnx"
@@ -113,6 +115,7 @@ def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_
         # the graph on every shape family the generation operator feeds it.
         warnings.simplefilter("ignore")
         export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
+    share_tied_embedding_file(path)  # tied input/output embeddings stored once (gen_export/tied_embeddings.py)
     return path
 
 
@@ -240,11 +243,12 @@ def export_decoder(
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, staging / DECODER_FILE, atol)
             require_passed(validation)
+        genai = write_genai_files(loaded.checkpoint.path, staging, loaded.dims, DECODER_FILE)  # onnxruntime-genai
         manifest = Manifest(
             command="decoder",
             source=loaded.checkpoint.describe(),
             graph={DECODER_FILE: graph_io(staging / DECODER_FILE)},
-            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims)},
+            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims), "genai": genai.as_dict()},
             validation={"decoder": validation.as_dict()},
         )
         manifest.write(staging)

@@ -61,8 +61,15 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def bundled_triton_server(repositories: list[Path], timeout_s: float = 120.0) -> Iterator[RunningServer]:
-    """Run the bundled server on the given model repositories until the block exits."""
+def bundled_triton_server(repositories: list[Path | str], timeout_s: float = 120.0,
+                          server_args: list[str] | None = None,
+                          extra_env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """Run the bundled server on the given model repositories until the block exits.
+
+    `server_args` (a Deployment's tritonserver command line, `genexport deploy`) replaces the default
+    arguments: its repositories and ports are substituted (`localize_server_args`), the rest runs as written.
+    Repositories may be object-store URLs (the bundled server reads s3://); `extra_env` carries credentials.
+    """
     root = bundled_server_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -74,17 +81,20 @@ def bundled_triton_server(repositories: list[Path], timeout_s: float = 120.0) ->
         shutil.copy2(stub, backends / "python" / stub.name)
         libs = Path(root.parent.parent) / "nvidia_pytriton.libs"
         libdir = sysconfig.get_config_var("LIBDIR") or str(Path(sys.base_prefix) / "lib")
-        env = dict(os.environ)
+        env = dict(os.environ) | (extra_env or {})
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
         http_port, grpc_port = _free_port(), _free_port()
         log_path = Path(scratch) / "server.log"
-        command = [
-            str(root / "bin" / "tritonserver"), f"--backend-directory={backends}",
-            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--http-port={http_port}",
-            f"--grpc-port={grpc_port}", "--allow-metrics=false", "--exit-timeout-secs=3",
-            *(f"--model-repository={r}" for r in repositories),
-        ]
+        if server_args is None:
+            arguments = [
+                "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--http-port={http_port}",
+                f"--grpc-port={grpc_port}", "--allow-metrics=false", "--exit-timeout-secs=3",
+                *(f"--model-repository={r}" for r in repositories),
+            ]
+        else:
+            arguments = localize_server_args(server_args, repositories, http_port, grpc_port, _free_port())
+        command = [str(root / "bin" / "tritonserver"), f"--backend-directory={backends}", *arguments]
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
@@ -106,6 +116,23 @@ def bundled_triton_server(repositories: list[Path], timeout_s: float = 120.0) ->
             yield server
         finally:
             _stop(process)
+
+
+def localize_server_args(server_args: list[str], repositories: list[Path | str], http_port: int, grpc_port: int,
+                         metrics_port: int) -> list[str]:
+    """A Deployment's tritonserver arguments for this machine: the program name dropped, the repositories and
+    the three ports substituted, every listener bound to 127.0.0.1; everything else exactly as written."""
+    if not server_args or Path(server_args[0]).name != "tritonserver":
+        raise ValueError(f"not a tritonserver command line: {server_args[:1]}")
+    substitutes = {"--http-port": str(http_port), "--grpc-port": str(grpc_port), "--metrics-port": str(metrics_port)}
+    arguments = []
+    for argument in server_args[1:]:
+        option, _, _ = argument.partition("=")
+        if option == "--model-repository":
+            continue
+        arguments.append(f"{option}={substitutes[option]}" if option in substitutes else argument)
+    addresses = ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
+    return [*addresses, *arguments, *(f"--model-repository={r}" for r in repositories)]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -13,6 +13,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,serve]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[deploy]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, transformers, optimum.exporters.onnx, onnxruntime, gen_export" \
     || { echo "setup failed: see pip output above" >&2; exit 1; }
   echo "$want" > "$stamp"
