@@ -17,7 +17,13 @@ logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gp
   sum_logprobs / len(sequence) ** length_penalty (prompt included). Other candidates fill the next
   beams until num_beams are taken.
 * A batch entry is done when num_beams hypotheses exist and (early_stopping, or the worst kept score
-  >= best candidate score / cur_len ** length_penalty).
+  >= best candidate score / cur_len ** length_penalty). The "best candidate score" is read the way
+  beam_search_scorer.cc reads it: the maximum of `next_scores.subspan(batch * num_beams, 2 * num_beams)`
+  in the [batch, 2 * num_beams] top-k buffer, whose rows are 2 * num_beams long. For batch entry 0 that
+  is its own row; for entry b >= 1 it is a window half a row per entry too early, so entry b is judged
+  by another entry's candidates (`done_check_best_score`). transformers reads the entry's own row.
+* Scores are float32 as in the kernel: log-probabilities summed in float32, a hypothesis scored
+  float32(sum) / powf(len, length_penalty).
 * Finalize: every running beam of an unfinished entry is added as a hypothesis (at full length);
   the best num_return_sequences, sorted by score, are returned, padded with pad_token_id.
 * Greedy: processors on raw logits, argmax; a finished sequence continues with pad.
@@ -28,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gen_export.architectures.base import ort_position_ids
@@ -95,7 +102,8 @@ class _Hypotheses:
     items: list[tuple[float, list[int]]]
 
     def add(self, tokens: list[int], sum_logprobs: float) -> None:
-        score = sum_logprobs / (len(tokens) ** self.length_penalty)
+        score = _normalised(sum_logprobs, len(tokens), self.length_penalty)
+        # A new hypothesis goes after kept ones with an equal score, and must beat the worst to enter a full set.
         if len(self.items) < self.num_beams or score > self.items[-1][0]:
             self.items.append((score, tokens))
             self.items.sort(key=lambda item: -item[0])
@@ -106,7 +114,28 @@ class _Hypotheses:
             return False
         if self.early_stopping:
             return True
-        return self.items[-1][0] >= best_sum_logprobs / (cur_len ** self.length_penalty)
+        return self.items[-1][0] >= _normalised(best_sum_logprobs, cur_len, self.length_penalty)
+
+
+def _normalised(sum_logprobs: float, length: int, length_penalty: float) -> float:
+    """BeamHypotheses' `sum_logprobs / pow(float(length), length_penalty)`, in float32 like the kernel."""
+    return float(np.float32(sum_logprobs) / np.power(np.float32(length), np.float32(length_penalty)))
+
+
+def done_check_best_score(next_scores: torch.Tensor, batch_index: int, num_beams: int) -> float:
+    """The best candidate score onnxruntime compares batch entry `batch_index`'s worst hypothesis with.
+
+    `next_scores` is the operator's top-k buffer, [batch, 2 * num_beams] (sorted per row). The kernel
+    takes `max(next_scores.flat[batch_index * num_beams : batch_index * num_beams + 2 * num_beams])`
+    (beam_search_scorer.cc, BeamSearchScorer::Process: `next_scores.subspan(batch * num_beams_, top_k)`
+    with top_k = 2 * num_beams_), a window that starts at row batch_index / 2: entry 1 is judged by the
+    second half of entry 0's row and the first half of its own, entry 2 by entry 1's row, and so on.
+    An entry whose window holds worse candidates than its own can stop early, keeping hypotheses that a
+    longer search would have beaten; one whose window holds better candidates searches on.
+    """
+    flat = next_scores.reshape(-1)
+    start = batch_index * num_beams
+    return float(flat[start:start + 2 * num_beams].max())
 
 
 @torch.no_grad()
@@ -150,7 +179,7 @@ def ort_beam_search(
                     taken += 1
                 if taken == k:
                     break
-            done[b] = hyps[b].is_done(float(top_scores[b].max()), cur_len)
+            done[b] = hyps[b].is_done(done_check_best_score(top_scores, b, k), cur_len)
         source = (torch.arange(batch)[:, None] * k + next_beams).view(-1)
         sequences = torch.cat([sequences[source], next_tokens.view(-1, 1)], dim=1)
         mask = torch.cat([mask[source], torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
