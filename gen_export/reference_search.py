@@ -22,6 +22,10 @@ logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gp
   in the [batch, 2 * num_beams] top-k buffer, whose rows are 2 * num_beams long. For batch entry 0 that
   is its own row; for entry b >= 1 it is a window half a row per entry too early, so entry b is judged
   by another entry's candidates (`done_check_best_score`). transformers reads the entry's own row.
+* A done entry is padded with beam index 0, a global row index (entry 0's first beam) where all others
+  are batch * num_beams + beam: its rows take row 0's sequence and past key/values plus a pad token,
+  under their own (never reordered) attention mask and position counter (`done_entry_source_row`).
+  Its outputs are already fixed; its next top-k scores still feed later entries' done checks.
 * Scores are float32 as in the kernel: log-probabilities summed in float32, a hypothesis scored
   float32(sum) / powf(len, length_penalty).
 * Finalize: every running beam of an unfinished entry is added as a hypothesis (at full length);
@@ -62,15 +66,37 @@ class SearchOutput:
     scores: torch.Tensor | None  # [batch, nrs] for beam search
 
 
-def next_logits_from_model(model: torch.nn.Module) -> NextLogits:
-    """Last-position logits of a causal LM, recomputed from scratch (simple, and cache-free)."""
+class ModelLogits:
+    """Last-position logits of a causal LM, recomputed from scratch (simple, and cache-free).
+
+    `after_copied_past` serves the one place where onnxruntime's state is not a plain sequence: a row
+    whose past key/values were computed for another row (see `ort_beam_search`).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
 
     @torch.no_grad()
-    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False)
         return out.logits[:, -1, :].float()
 
-    return run
+    @torch.no_grad()
+    def after_copied_past(self, past_ids: torch.Tensor, past_mask: torch.Tensor, past_positions: torch.Tensor,
+                          token: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits for `token` [rows] at `position` [rows], attending with `attention_mask` [rows, past + 1] over
+        key/values computed for `past_ids` with `past_mask` and `past_positions` (another row's)."""
+        past = self.model(input_ids=past_ids, attention_mask=past_mask, position_ids=past_positions,
+                          use_cache=True).past_key_values
+        out = self.model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
+                         past_key_values=past, use_cache=True)
+        return out.logits[:, -1, :].float()
+
+
+def next_logits_from_model(model: torch.nn.Module) -> ModelLogits:
+    return ModelLogits(model)
 
 
 def _process(scores: torch.Tensor, sequences: torch.Tensor, flags: SearchFlags, eos: int) -> torch.Tensor:
@@ -138,6 +164,37 @@ def done_check_best_score(next_scores: torch.Tensor, batch_index: int, num_beams
     return float(flat[start:start + 2 * num_beams].max())
 
 
+def done_entry_source_row(batch_index: int, num_beams: int) -> int:
+    """The row whose sequence and past key/values a done entry's beams take at the next step.
+
+    BeamSearchScorer::Process pads a done entry with `next_beam_indices_[batch * num_beams_ + j] = 0`,
+    while every other entry's indices are global (`batch * num_beams_ + next_index`): so beam index 0
+    is global row 0, entry 0's first beam, whatever the entry.
+    """
+    return 0
+
+
+def _logits_of_copied_rows(next_logits: NextLogits, logits: torch.Tensor, copies: list[tuple[int, int]],
+                           sequences: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits of rows that took another row's past at the last step, as the kernel computes them.
+
+    For (row, source): the past key/values were computed for the source row, with its mask and
+    positions; the new token attends over them with the row's own mask, at the row's own position. A
+    cache-free recompute of the same tokens uses the row's own mask for the whole past: the same thing
+    only when the two masks agree, so only the others are recomputed.
+    """
+    after_copied_past = getattr(next_logits, "after_copied_past", None)
+    differing = [(row, source) for row, source in copies if not torch.equal(mask[row], mask[source])]
+    if not differing or after_copied_past is None:
+        return logits
+    rows = torch.tensor([row for row, _ in differing])
+    sources = torch.tensor([source for _, source in differing])
+    logits = logits.clone()
+    logits[rows] = after_copied_past(sequences[rows, :-1], mask[sources, :-1], positions[sources, :-1],
+                                     sequences[rows, -1], mask[rows], positions[rows, -1])
+    return logits
+
+
 @torch.no_grad()
 def ort_beam_search(
     next_logits: NextLogits, input_ids: torch.Tensor, attention_mask: torch.Tensor, flags: SearchFlags,
@@ -151,9 +208,12 @@ def ort_beam_search(
     beam_scores = beam_scores.view(-1)
     hyps = [_Hypotheses(k, flags.length_penalty, flags.early_stopping, []) for _ in range(batch)]
     done = [False] * batch
+    copies: list[tuple[int, int]] = []  # (row, source row) for done entries' rows at the last step (see below)
     while sequences.shape[1] < flags.max_length:
         cur_len = sequences.shape[1]
-        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        positions = ort_position_ids(mask)
+        logits = next_logits(sequences, mask, positions)
+        logits = _logits_of_copied_rows(next_logits, logits, copies, sequences, mask, positions)
         scores = _process(torch.log_softmax(logits, dim=-1), sequences, flags, eos_token_id)
         scores = scores + beam_scores[:, None]
         vocab = scores.shape[-1]
@@ -163,6 +223,7 @@ def ort_beam_search(
         next_scores = torch.zeros(batch, k)
         next_tokens = torch.full((batch, k), pad_token_id, dtype=torch.int64)
         next_beams = torch.zeros(batch, k, dtype=torch.int64)
+        was_done = list(done)
         for b in range(batch):
             if done[b]:
                 continue
@@ -180,9 +241,18 @@ def ort_beam_search(
                 if taken == k:
                     break
             done[b] = hyps[b].is_done(done_check_best_score(top_scores, b, k), cur_len)
-        source = (torch.arange(batch)[:, None] * k + next_beams).view(-1)
-        sequences = torch.cat([sequences[source], next_tokens.view(-1, 1)], dim=1)
-        mask = torch.cat([mask[source], torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
+        source = torch.arange(batch)[:, None] * k + next_beams
+        # A done entry's beams get beam index 0, and the kernel's indices are global (batch * num_beams +
+        # beam elsewhere): its rows take global row 0's sequence and past key/values, not their own. Only
+        # their top-k scores are ever read again, by a later entry's done check (done_check_best_score).
+        for b in range(batch):
+            if was_done[b]:
+                source[b] = done_entry_source_row(b, k)
+        copies = [(b * k + j, int(source[b, j])) for b in range(batch) if was_done[b] for j in range(k)]
+        sequences = torch.cat([sequences[source.view(-1)], next_tokens.view(-1, 1)], dim=1)
+        # The attention mask (and position counters) are per row and never reordered: beams of one entry
+        # share them, and a copied row keeps its own.
+        mask = torch.cat([mask, torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
         beam_scores = next_scores.view(-1)
         if all(done):
             break

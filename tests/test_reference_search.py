@@ -338,6 +338,30 @@ def test_random_cases_catch_the_old_rule(random_exports: dict) -> None:
     pytest.fail("no case disagreed with the old rule: the randomized cases cannot see it")
 
 
+#: Found by a soak run (GENEXPORT_SEARCH_CASES=300): entry 1 of a left-padded batch of four finishes at
+#: once; entry 2's done check reads entry 1's row, which the kernel computes from entry 0's sequence and
+#: past (done_entry_source_row). With the entry's own row instead, entry 2 stops at [24, 4, 15, 6] where
+#: the graph searches on to max_length.
+DONE_ROW_CASE = (MODELS[1], 214)
+
+
+def test_done_entries_take_global_row_0(random_exports: dict) -> None:
+    spec, index = DONE_ROW_CASE
+    case = random_cases(spec, index + 1)[index]
+    assert len(case.input_ids) == 4 and case.flags.num_beams == 1
+    outcome = run_both(random_exports[spec]["session"], random_exports[spec]["model"], case, spec.eos, spec.pad)
+    assert outcome.agrees, _describe(spec, index, case, outcome)
+
+
+def test_done_entries_own_row_disagrees(random_exports: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_search, "done_entry_source_row", lambda entry, num_beams: entry * num_beams)
+    spec, index = DONE_ROW_CASE
+    case = random_cases(spec, index + 1)[index]
+    outcome = run_both(random_exports[spec]["session"], random_exports[spec]["model"], case, spec.eos, spec.pad)
+    assert not outcome.agrees
+    assert np.array_equal(outcome.graph_sequences[:2], outcome.reference_sequences[:2])  # only entry 2 differs
+
+
 def test_done_check_window_is_the_kernels() -> None:
     """Entry b is judged by the flat window [b * k, b * k + 2k) of the [batch, 2k] top-k buffer."""
     k = 2
