@@ -38,8 +38,8 @@ from gen_export import reference_search
 from gen_export.decoder import load_decoder
 from gen_export.demo import build_tokenizer as build_biogpt_tokenizer
 from gen_export.generation import export_generation
-from gen_export.parity import graph_feed
-from gen_export.reference_search import SearchFlags, next_logits_from_model, ort_beam_search
+from gen_export.parity import ParityCase, graph_feed, run_case, user_tokens
+from gen_export.reference_search import SearchFlags, next_logits_from_model, ort_beam_search, ort_greedy_search
 from gen_export.runtime import make_session
 
 DATA = Path(__file__).parent / "data"
@@ -360,6 +360,44 @@ def test_done_entries_own_row_disagrees(random_exports: dict, monkeypatch: pytes
     outcome = run_both(random_exports[spec]["session"], random_exports[spec]["model"], case, spec.eos, spec.pad)
     assert not outcome.agrees
     assert np.array_equal(outcome.graph_sequences[:2], outcome.reference_sequences[:2])  # only entry 2 differs
+
+
+class IdsTokenizer:
+    """Prompts written as space-separated token ids, left-padded: run_case's tokenizer for the random models."""
+
+    def __init__(self, pad: int) -> None:
+        self.pad = pad
+
+    def __call__(self, prompts: list[str], return_tensors: str, padding: bool) -> dict[str, torch.Tensor]:
+        rows = [[int(t) for t in prompt.split()] for prompt in prompts]
+        width = max(map(len, rows))
+        ids = torch.tensor([[self.pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return " ".join(map(str, ids))
+
+
+#: A BeamSearch graph at num_beams=1 is not greedy: here (OPT, batch of 2, rep 1.3, lp 2.0) the graph stops
+#: entry 0 after one token and entry 1 at once, where greedy rules run on for ten tokens.
+BEAM1_CASE = (MODELS[0], 0)
+
+
+def test_parity_harness_uses_beam_rules_for_a_beam_graph_at_one_beam(random_exports: dict) -> None:
+    spec, index = BEAM1_CASE
+    case = random_cases(spec, index + 1)[index]
+    flags = replace(case.flags, num_beams=1, num_return_sequences=1)
+    prompts = tuple(" ".join(str(t) for t, m in zip(ids, mask, strict=True) if m)
+                    for ids, mask in zip(case.input_ids, case.attention_mask, strict=True))
+    parity_case = ParityCase("beam op, one beam", prompts, flags)
+    session, model = random_exports[spec]["session"], random_exports[spec]["model"]
+    result = run_case(parity_case, session, model, IdsTokenizer(spec.pad), spec.pad, spec.eos, 64)
+    assert result.graph == result.reference
+    greedy = ort_greedy_search(next_logits_from_model(model), torch.tensor(case.input_ids),
+                               torch.tensor(case.attention_mask), flags, spec.eos, spec.pad)
+    greedy_tokens = user_tokens(greedy.sequences.numpy(), len(case.input_ids[0]), {spec.eos, spec.pad})
+    assert greedy_tokens != result.graph  # the greedy reference the harness used before would not explain it
 
 
 def test_done_check_window_is_the_kernels() -> None:
