@@ -7,7 +7,8 @@ reference equals `generate` wherever the two rule sets coincide (the tests check
 Rules (onnxruntime contrib_ops/cpu/transformers: beam_search_impl_gpt.h, generation_device_helper.cc,
 logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gpt.cc):
 
-* Positions: real tokens count from 0, left padding gets 0; each step appends mask 1 and position+1.
+* Positions: prompt tokens count from 0 and pad_token_id tokens get 0, by token id, whatever the
+  attention mask says (`kernel_positions`); each step appends mask 1 and position+1.
 * Beam search scores: log_softmax(logits), then processors: repetition penalty over every token
   already in the sequence, prompt and padding included (score < 0 ? score * p : score / p);
   no-repeat-ngram; min length (EOS -> -inf while the sequence, padded prompt included, is shorter
@@ -40,8 +41,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from gen_export.architectures.base import ort_position_ids
 
 NextLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -164,6 +163,22 @@ def done_check_best_score(next_scores: torch.Tensor, batch_index: int, num_beams
     return float(flat[start:start + 2 * num_beams].max())
 
 
+def kernel_positions(input_ids: torch.Tensor, pad_token_id: int, length: int) -> torch.Tensor:
+    """Position ids as the GPT subgraph gets them, for `length` tokens (prompt included), per prompt row.
+
+    CreateGptInputs (generation_device_helper.cc) numbers the prompt by its tokens, not by the
+    attention mask it is given: a token equal to pad_token_id gets position 0 and is not counted,
+    every other one the count of non-pad tokens before it; generated tokens continue from that count,
+    one per step. Where padding is exactly the pad tokens this is `ort_position_ids(mask)`; a prompt
+    that contains the pad id as a real, attended token (GPT-2, where pad = eos = <|endoftext|>) is
+    numbered differently from transformers.
+    """
+    real = (input_ids != pad_token_id).to(torch.int64)
+    prompt = ((real.cumsum(-1) - 1) * real).clamp(min=0)
+    generated = real.sum(-1, keepdim=True) + torch.arange(length - input_ids.shape[1])
+    return torch.cat([prompt, generated], dim=-1)
+
+
 def done_entry_source_row(batch_index: int, num_beams: int) -> int:
     """The row whose sequence and past key/values a done entry's beams take at the next step.
 
@@ -202,6 +217,8 @@ def ort_beam_search(
 ) -> SearchOutput:
     batch, k = input_ids.shape[0], flags.num_beams
     sequences = input_ids.to(torch.int64).repeat_interleave(k, dim=0)
+    # Per row and never reordered, like the kernel's position counters (beams of one entry share them).
+    all_positions = kernel_positions(sequences, pad_token_id, flags.max_length)
     mask = attention_mask.to(torch.int64).repeat_interleave(k, dim=0)
     beam_scores = torch.zeros(batch, k)
     beam_scores[:, 1:] = -1e9
@@ -211,7 +228,7 @@ def ort_beam_search(
     copies: list[tuple[int, int]] = []  # (row, source row) for done entries' rows at the last step (see below)
     while sequences.shape[1] < flags.max_length:
         cur_len = sequences.shape[1]
-        positions = ort_position_ids(mask)
+        positions = all_positions[:, :cur_len]
         logits = next_logits(sequences, mask, positions)
         logits = _logits_of_copied_rows(next_logits, logits, copies, sequences, mask, positions)
         scores = _process(torch.log_softmax(logits, dim=-1), sequences, flags, eos_token_id)
@@ -276,8 +293,9 @@ def ort_greedy_search(
     sequences = input_ids.to(torch.int64)
     mask = attention_mask.to(torch.int64)
     finished = torch.zeros(sequences.shape[0], dtype=torch.bool)
+    all_positions = kernel_positions(sequences, pad_token_id, flags.max_length)
     while sequences.shape[1] < flags.max_length and not bool(finished.all()):
-        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        logits = next_logits(sequences, mask, all_positions[:, : sequences.shape[1]])
         tokens = _process(logits, sequences, flags, eos_token_id).argmax(dim=-1)
         tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
         finished |= tokens == eos_token_id

@@ -400,6 +400,39 @@ def test_parity_harness_uses_beam_rules_for_a_beam_graph_at_one_beam(random_expo
     assert greedy_tokens != result.graph  # the greedy reference the harness used before would not explain it
 
 
+def _prompts_with_pad_inside(spec: RandomModel, count: int) -> list[SearchCase]:
+    """GPT-2 prompts with <|endoftext|> (its pad id too) inside, attended: documents joined the GPT-2 way."""
+    rng = random.Random(77)
+    cases = []
+    for _ in range(count):
+        length = rng.randint(3, 6)
+        tokens = [rng.randint(1, VOCAB - 1) for _ in range(length)]
+        tokens[rng.randint(0, length - 2)] = spec.pad
+        flags = SearchFlags(max_length=length + 8, num_beams=rng.randint(1, 4), length_penalty=1.0)
+        cases.append(SearchCase([tokens], [[1] * length], flags))
+    return cases
+
+
+def test_pad_token_inside_a_prompt_is_numbered_as_the_kernel_does(random_exports: dict) -> None:
+    spec = MODELS[1]
+    assert spec.kind == "gpt2" and spec.pad == spec.eos
+    session, model = random_exports[spec]["session"], random_exports[spec]["model"]
+    for case in _prompts_with_pad_inside(spec, 8):
+        outcome = run_both(session, model, case, spec.eos, spec.pad)
+        assert outcome.agrees, (case.input_ids, outcome.graph_sequences.tolist(), outcome.reference_sequences.tolist())
+
+
+def test_pad_token_inside_a_prompt_numbered_by_mask_disagrees(random_exports: dict,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbered by the attention mask (all ones here), as transformers does, the reference misses the graph."""
+    monkeypatch.setattr(reference_search, "kernel_positions",
+                        lambda ids, pad, length: torch.arange(length).expand(ids.shape[0], -1))
+    spec = MODELS[1]
+    session, model = random_exports[spec]["session"], random_exports[spec]["model"]
+    outcomes = [run_both(session, model, case, spec.eos, spec.pad) for case in _prompts_with_pad_inside(spec, 8)]
+    assert not any(o.agrees for o in outcomes)
+
+
 def test_done_check_window_is_the_kernels() -> None:
     """Entry b is judged by the flat window [b * k, b * k + 2k) of the [batch, 2k] top-k buffer."""
     k = 2
