@@ -36,6 +36,7 @@ logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gp
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,10 +88,13 @@ class ModelLogits:
                           token: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Logits for `token` [rows] at `position` [rows], attending with `attention_mask` [rows, past + 1] over
         key/values computed for `past_ids` with `past_mask` and `past_positions` (another row's)."""
-        past = self.model(input_ids=past_ids, attention_mask=past_mask, position_ids=past_positions,
-                          use_cache=True).past_key_values
+        first = self.model(input_ids=past_ids, attention_mask=past_mask, position_ids=past_positions, use_cache=True)
+        # transformers 5.24 renamed the cache keyword and output to `cache` (the old name goes in 5.40).
+        keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        past = getattr(first, "cache", None)
+        past = first.past_key_values if past is None else past
         out = self.model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
-                         past_key_values=past, use_cache=True)
+                         use_cache=True, **{keyword: past})
         return out.logits[:, -1, :].float()
 
 
