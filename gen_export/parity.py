@@ -270,7 +270,9 @@ def run_case(
     generated = generated.reshape(len(case.prompts), case.flags.num_return_sequences, -1).numpy()
     generate_tokens = user_tokens(generated, prompt_len, stop)
 
-    search = ort_greedy_search if case.flags.num_beams == 1 else ort_beam_search
+    # A BeamSearch graph (it has a num_beams input) keeps beam rules at num_beams=1: penalties on
+    # log-probabilities, hypotheses and its done check. Only a GreedySearch/Sampling graph is greedy.
+    search = ort_beam_search if "num_beams" in input_names else ort_greedy_search
     reference = search(next_logits_from_model(model), ids, mask, case.flags, eos_token_id=eos, pad_token_id=pad)
     reference_tokens = user_tokens(reference.sequences.numpy(), prompt_len, stop)
 

@@ -7,7 +7,8 @@ reference equals `generate` wherever the two rule sets coincide (the tests check
 Rules (onnxruntime contrib_ops/cpu/transformers: beam_search_impl_gpt.h, generation_device_helper.cc,
 logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gpt.cc):
 
-* Positions: real tokens count from 0, left padding gets 0; each step appends mask 1 and position+1.
+* Positions: prompt tokens count from 0 and pad_token_id tokens get 0, by token id, whatever the
+  attention mask says (`kernel_positions`); each step appends mask 1 and position+1.
 * Beam search scores: log_softmax(logits), then processors: repetition penalty over every token
   already in the sequence, prompt and padding included (score < 0 ? score * p : score / p);
   no-repeat-ngram; min length (EOS -> -inf while the sequence, padded prompt included, is shorter
@@ -17,7 +18,17 @@ logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gp
   sum_logprobs / len(sequence) ** length_penalty (prompt included). Other candidates fill the next
   beams until num_beams are taken.
 * A batch entry is done when num_beams hypotheses exist and (early_stopping, or the worst kept score
-  >= best candidate score / cur_len ** length_penalty).
+  >= best candidate score / cur_len ** length_penalty). The "best candidate score" is read the way
+  beam_search_scorer.cc reads it: the maximum of `next_scores.subspan(batch * num_beams, 2 * num_beams)`
+  in the [batch, 2 * num_beams] top-k buffer, whose rows are 2 * num_beams long. For batch entry 0 that
+  is its own row; for entry b >= 1 it is a window half a row per entry too early, so entry b is judged
+  by another entry's candidates (`done_check_best_score`). transformers reads the entry's own row.
+* A done entry is padded with beam index 0, a global row index (entry 0's first beam) where all others
+  are batch * num_beams + beam: its rows take row 0's sequence and past key/values plus a pad token,
+  under their own (never reordered) attention mask and position counter (`done_entry_source_row`).
+  Its outputs are already fixed; its next top-k scores still feed later entries' done checks.
+* Scores are float32 as in the kernel: log-probabilities summed in float32, a hypothesis scored
+  float32(sum) / powf(len, length_penalty).
 * Finalize: every running beam of an unfinished entry is added as a hypothesis (at full length);
   the best num_return_sequences, sorted by score, are returned, padded with pad_token_id.
 * Greedy: processors on raw logits, argmax; a finished sequence continues with pad.
@@ -25,12 +36,12 @@ logits_processor.cc, beam_search_scorer.cc; GPT subgraph inputs from subgraph_gp
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-
-from gen_export.architectures.base import ort_position_ids
 
 NextLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,15 +66,40 @@ class SearchOutput:
     scores: torch.Tensor | None  # [batch, nrs] for beam search
 
 
-def next_logits_from_model(model: torch.nn.Module) -> NextLogits:
-    """Last-position logits of a causal LM, recomputed from scratch (simple, and cache-free)."""
+class ModelLogits:
+    """Last-position logits of a causal LM, recomputed from scratch (simple, and cache-free).
+
+    `after_copied_past` serves the one place where onnxruntime's state is not a plain sequence: a row
+    whose past key/values were computed for another row (see `ort_beam_search`).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
 
     @torch.no_grad()
-    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False)
         return out.logits[:, -1, :].float()
 
-    return run
+    @torch.no_grad()
+    def after_copied_past(self, past_ids: torch.Tensor, past_mask: torch.Tensor, past_positions: torch.Tensor,
+                          token: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits for `token` [rows] at `position` [rows], attending with `attention_mask` [rows, past + 1] over
+        key/values computed for `past_ids` with `past_mask` and `past_positions` (another row's)."""
+        first = self.model(input_ids=past_ids, attention_mask=past_mask, position_ids=past_positions, use_cache=True)
+        # transformers 5.24 renamed the cache keyword and output to `cache` (the old name goes in 5.40).
+        keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        past = getattr(first, "cache", None)
+        past = first.past_key_values if past is None else past
+        out = self.model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
+                         use_cache=True, **{keyword: past})
+        return out.logits[:, -1, :].float()
+
+
+def next_logits_from_model(model: torch.nn.Module) -> ModelLogits:
+    return ModelLogits(model)
 
 
 def _process(scores: torch.Tensor, sequences: torch.Tensor, flags: SearchFlags, eos: int) -> torch.Tensor:
@@ -95,7 +131,8 @@ class _Hypotheses:
     items: list[tuple[float, list[int]]]
 
     def add(self, tokens: list[int], sum_logprobs: float) -> None:
-        score = sum_logprobs / (len(tokens) ** self.length_penalty)
+        score = _normalised(sum_logprobs, len(tokens), self.length_penalty)
+        # A new hypothesis goes after kept ones with an equal score, and must beat the worst to enter a full set.
         if len(self.items) < self.num_beams or score > self.items[-1][0]:
             self.items.append((score, tokens))
             self.items.sort(key=lambda item: -item[0])
@@ -106,7 +143,75 @@ class _Hypotheses:
             return False
         if self.early_stopping:
             return True
-        return self.items[-1][0] >= best_sum_logprobs / (cur_len ** self.length_penalty)
+        return self.items[-1][0] >= _normalised(best_sum_logprobs, cur_len, self.length_penalty)
+
+
+def _normalised(sum_logprobs: float, length: int, length_penalty: float) -> float:
+    """BeamHypotheses' `sum_logprobs / pow(float(length), length_penalty)`, in float32 like the kernel."""
+    return float(np.float32(sum_logprobs) / np.power(np.float32(length), np.float32(length_penalty)))
+
+
+def done_check_best_score(next_scores: torch.Tensor, batch_index: int, num_beams: int) -> float:
+    """The best candidate score onnxruntime compares batch entry `batch_index`'s worst hypothesis with.
+
+    `next_scores` is the operator's top-k buffer, [batch, 2 * num_beams] (sorted per row). The kernel
+    takes `max(next_scores.flat[batch_index * num_beams : batch_index * num_beams + 2 * num_beams])`
+    (beam_search_scorer.cc, BeamSearchScorer::Process: `next_scores.subspan(batch * num_beams_, top_k)`
+    with top_k = 2 * num_beams_), a window that starts at row batch_index / 2: entry 1 is judged by the
+    second half of entry 0's row and the first half of its own, entry 2 by entry 1's row, and so on.
+    An entry whose window holds worse candidates than its own can stop early, keeping hypotheses that a
+    longer search would have beaten; one whose window holds better candidates searches on.
+    """
+    flat = next_scores.reshape(-1)
+    start = batch_index * num_beams
+    return float(flat[start:start + 2 * num_beams].max())
+
+
+def kernel_positions(input_ids: torch.Tensor, pad_token_id: int, length: int) -> torch.Tensor:
+    """Position ids as the GPT subgraph gets them, for `length` tokens (prompt included), per prompt row.
+
+    CreateGptInputs (generation_device_helper.cc) numbers the prompt by its tokens, not by the
+    attention mask it is given: a token equal to pad_token_id gets position 0 and is not counted,
+    every other one the count of non-pad tokens before it; generated tokens continue from that count,
+    one per step. Where padding is exactly the pad tokens this is `ort_position_ids(mask)`; a prompt
+    that contains the pad id as a real, attended token (GPT-2, where pad = eos = <|endoftext|>) is
+    numbered differently from transformers.
+    """
+    real = (input_ids != pad_token_id).to(torch.int64)
+    prompt = ((real.cumsum(-1) - 1) * real).clamp(min=0)
+    generated = real.sum(-1, keepdim=True) + torch.arange(length - input_ids.shape[1])
+    return torch.cat([prompt, generated], dim=-1)
+
+
+def done_entry_source_row(batch_index: int, num_beams: int) -> int:
+    """The row whose sequence and past key/values a done entry's beams take at the next step.
+
+    BeamSearchScorer::Process pads a done entry with `next_beam_indices_[batch * num_beams_ + j] = 0`,
+    while every other entry's indices are global (`batch * num_beams_ + next_index`): so beam index 0
+    is global row 0, entry 0's first beam, whatever the entry.
+    """
+    return 0
+
+
+def _logits_of_copied_rows(next_logits: NextLogits, logits: torch.Tensor, copies: list[tuple[int, int]],
+                           sequences: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits of rows that took another row's past at the last step, as the kernel computes them.
+
+    For (row, source): the past key/values were computed for the source row, with its mask and
+    positions; the new token attends over them with the row's own mask, at the row's own position. A
+    cache-free recompute of the same tokens uses the row's own mask for the whole past: the same thing
+    only when the two masks agree, so only the others are recomputed.
+    """
+    after_copied_past = getattr(next_logits, "after_copied_past", None)
+    differing = [(row, source) for row, source in copies if not torch.equal(mask[row], mask[source])]
+    if not differing or after_copied_past is None:
+        return logits
+    rows = torch.tensor([row for row, _ in differing])
+    sources = torch.tensor([source for _, source in differing])
+    logits = logits.clone()
+    logits[rows] = after_copied_past(sequences[rows, :-1], mask[sources, :-1], positions[sources, :-1],
+                                     sequences[rows, -1], mask[rows], positions[rows, -1])
+    return logits
 
 
 @torch.no_grad()
@@ -116,15 +221,20 @@ def ort_beam_search(
 ) -> SearchOutput:
     batch, k = input_ids.shape[0], flags.num_beams
     sequences = input_ids.to(torch.int64).repeat_interleave(k, dim=0)
+    # Per row and never reordered, like the kernel's position counters (beams of one entry share them).
+    all_positions = kernel_positions(sequences, pad_token_id, flags.max_length)
     mask = attention_mask.to(torch.int64).repeat_interleave(k, dim=0)
     beam_scores = torch.zeros(batch, k)
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
     hyps = [_Hypotheses(k, flags.length_penalty, flags.early_stopping, []) for _ in range(batch)]
     done = [False] * batch
+    copies: list[tuple[int, int]] = []  # (row, source row) for done entries' rows at the last step (see below)
     while sequences.shape[1] < flags.max_length:
         cur_len = sequences.shape[1]
-        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        positions = all_positions[:, :cur_len]
+        logits = next_logits(sequences, mask, positions)
+        logits = _logits_of_copied_rows(next_logits, logits, copies, sequences, mask, positions)
         scores = _process(torch.log_softmax(logits, dim=-1), sequences, flags, eos_token_id)
         scores = scores + beam_scores[:, None]
         vocab = scores.shape[-1]
@@ -134,6 +244,7 @@ def ort_beam_search(
         next_scores = torch.zeros(batch, k)
         next_tokens = torch.full((batch, k), pad_token_id, dtype=torch.int64)
         next_beams = torch.zeros(batch, k, dtype=torch.int64)
+        was_done = list(done)
         for b in range(batch):
             if done[b]:
                 continue
@@ -150,10 +261,19 @@ def ort_beam_search(
                     taken += 1
                 if taken == k:
                     break
-            done[b] = hyps[b].is_done(float(top_scores[b].max()), cur_len)
-        source = (torch.arange(batch)[:, None] * k + next_beams).view(-1)
-        sequences = torch.cat([sequences[source], next_tokens.view(-1, 1)], dim=1)
-        mask = torch.cat([mask[source], torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
+            done[b] = hyps[b].is_done(done_check_best_score(top_scores, b, k), cur_len)
+        source = torch.arange(batch)[:, None] * k + next_beams
+        # A done entry's beams get beam index 0, and the kernel's indices are global (batch * num_beams +
+        # beam elsewhere): its rows take global row 0's sequence and past key/values, not their own. Only
+        # their top-k scores are ever read again, by a later entry's done check (done_check_best_score).
+        for b in range(batch):
+            if was_done[b]:
+                source[b] = done_entry_source_row(b, k)
+        copies = [(b * k + j, int(source[b, j])) for b in range(batch) if was_done[b] for j in range(k)]
+        sequences = torch.cat([sequences[source.view(-1)], next_tokens.view(-1, 1)], dim=1)
+        # The attention mask (and position counters) are per row and never reordered: beams of one entry
+        # share them, and a copied row keeps its own.
+        mask = torch.cat([mask, torch.ones(batch * k, 1, dtype=torch.int64)], dim=1)
         beam_scores = next_scores.view(-1)
         if all(done):
             break
@@ -177,8 +297,9 @@ def ort_greedy_search(
     sequences = input_ids.to(torch.int64)
     mask = attention_mask.to(torch.int64)
     finished = torch.zeros(sequences.shape[0], dtype=torch.bool)
+    all_positions = kernel_positions(sequences, pad_token_id, flags.max_length)
     while sequences.shape[1] < flags.max_length and not bool(finished.all()):
-        logits = next_logits(sequences, mask, ort_position_ids(mask))
+        logits = next_logits(sequences, mask, all_positions[:, : sequences.shape[1]])
         tokens = _process(logits, sequences, flags, eos_token_id).argmax(dim=-1)
         tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
         finished |= tokens == eos_token_id
