@@ -1,14 +1,12 @@
 """`genexport decoder`: the with-past decoder in onnxruntime's GPT-2 subgraph layout, validated.
 
-The decoder is exported by optimum's `export()` with `DecoderWithPastOnnxConfig`, then checked three
+The decoder is exported by `torch.onnx.export` with `DecoderWithPastOnnxConfig`, then checked three
 ways: `onnx.checker`, onnxruntime's own `verify_gpt2_subgraph`, and logits/present tensors against
 PyTorch on a first step with empty past, a one-token step with past, and a left-padded batch.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from gen_export.architectures.base import (
 from gen_export.artifacts import Manifest, staged_output
 from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
-from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
+from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig, export_with_spec
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
 
@@ -103,24 +101,15 @@ def load_decoder(model_dir: Path) -> LoadedDecoder:
 
 
 def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Trace the wrapper through optimum's exporter (TorchScript; external data above 2 GB)."""
-    from optimum.exporters.onnx import export
+    """Trace the wrapper with `torch.onnx.export` (TorchScript; external data above 2 GB).
+
+    On transformers 4.57 the vmap-free causal mask (`gen_export.patches.tf_causal_mask`) is applied for the trace.
+    """
+    from gen_export.patches import tf_causal_mask
 
     onnx_config = DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims)
-    quiet = ["optimum", "transformers", "torch.onnx"]
-    levels = {name: logging.getLogger(name).level for name in quiet}
-    try:
-        for name in quiet:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            # The tracer warns about Python branches on sequence length; validation below proves
-            # the graph on every shape family the generation operator feeds it.
-            warnings.simplefilter("ignore")
-            export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    return path
+    with tf_causal_mask.applied():
+        return export_with_spec(loaded.wrapper, onnx_config, path, opset)
 
 
 def verify_ort_gpt2_subgraph(path: Path) -> None:
@@ -238,7 +227,7 @@ def export_decoder(
     with staged_output(output, force) as staging:
         with steps.step("load checkpoint"):
             loaded = load_decoder(model_dir)
-        with steps.step("export decoder (optimum, TorchScript)"):
+        with steps.step("export decoder (torch.onnx, TorchScript)"):
             export_decoder_onnx(loaded, staging / DECODER_FILE, opset)
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, staging / DECODER_FILE, atol)
