@@ -132,7 +132,8 @@ def _skip_float_casts(g: _Graph, name: str) -> str:
 def _past_half(g: _Graph, name: str, past: str, index: int) -> str | None:
     """The `Gather(past, index)` output that `name` is (through identity Concats), or None."""
     node = g.producer.get(name)
-    # transformers 5.x's DynamicCache update adds a one-input Concat (an identity) after the past half.
+    # A DynamicCache filled by update() (both transformers lines) traces to a one-input Concat (an identity)
+    # after the past half; optimum-onnx used to patch that away, torch.onnx.export keeps it.
     while node is not None and node.op_type == "Concat" and len(node.input) == 1:
         node = g.producer.get(node.input[0])
     if node is None or node.op_type != "Gather" or node.input[0] != past:
