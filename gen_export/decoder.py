@@ -1,13 +1,12 @@
 """`genexport decoder`: the with-past decoder in onnxruntime's GPT-2 subgraph layout, validated.
 
-The decoder is exported by optimum's `export()` with `DecoderWithPastOnnxConfig`, then checked three
+The decoder is exported by `torch.onnx.export` with `DecoderWithPastOnnxConfig`, then checked three
 ways: `onnx.checker`, onnxruntime's own `verify_gpt2_subgraph`, and logits/present tensors against
 PyTorch on a first step with empty past, a one-token step with past, and a left-padded batch.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from gen_export.architectures.base import (
 from gen_export.artifacts import Manifest, staged_output
 from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
-from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig
+from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig, export_with_spec
 from gen_export.genai import write_genai_files
 from gen_export.progress import Steps
-from gen_export.quiet import quiet_logging
 from gen_export.runtime import check_model, graph_io, make_session
 from gen_export.tied_embeddings import share_tied_embedding_file
 from gen_export.validate import require_bool, require_float, require_opset, require_path
@@ -106,15 +104,15 @@ def load_decoder(model_dir: Path) -> LoadedDecoder:
 
 
 def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Trace the wrapper through optimum's exporter (TorchScript; external data above 2 GB)."""
-    from optimum.exporters.onnx import export
+    """Trace the wrapper with `torch.onnx.export` (TorchScript; external data above 2 GB).
+
+    On transformers 4.57 the vmap-free causal mask (`gen_export.patches.tf_causal_mask`) is applied for the trace.
+    """
+    from gen_export.patches import tf_causal_mask
 
     onnx_config = DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims)
-    with quiet_logging("optimum", "transformers", "torch.onnx"), warnings.catch_warnings():
-        # The tracer warns about Python branches on sequence length; validation below proves
-        # the graph on every shape family the generation operator feeds it.
-        warnings.simplefilter("ignore")
-        export(loaded.wrapper, onnx_config, path, opset=opset, disable_dynamic_axes_fix=True)
+    with tf_causal_mask.applied():
+        export_with_spec(loaded.wrapper, onnx_config, path, opset)
     share_tied_embedding_file(path)  # tied input/output embeddings stored once (gen_export/tied_embeddings.py)
     return path
 
@@ -238,7 +236,7 @@ def export_decoder(
     with staged_output(output, force, model_dirs=(model_dir,)) as staging:
         with steps.step("load checkpoint"):
             loaded = load_decoder(model_dir)
-        with steps.step("export decoder (optimum, TorchScript)"):
+        with steps.step("export decoder (torch.onnx, TorchScript)"):
             export_decoder_onnx(loaded, staging / DECODER_FILE, opset)
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, staging / DECODER_FILE, atol)

@@ -174,9 +174,16 @@ def build_checkpoint(
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "genexport_demo.json").write_text(json.dumps({
         "demo": True, "size": size, "seed": seed, "train_steps": steps, "final_loss": round(float(loss.detach()), 4),
-        "shape": asdict(spec),
+        "shape": asdict(spec), "trained_with": training_versions_key(),
     }, indent=2))
     return out_dir
+
+
+#: Demo and fixture checkpoints as trained on transformers 4.57.6 / torch 2.13.0 (scripts/build_demo_data.py),
+#: shipped so both transformers lines use the same weights: training itself is not reproducible across lines
+#: (BioGPT on 4.57 draws `torch.rand` for layerdrop even at layerdrop 0, which shifts every later dropout draw;
+#: OPT's differs too), and a checkpoint that differs per line would make the lines' parity tables incomparable.
+SHIPPED_DIR = Path(__file__).parent / "data" / "demo"
 
 
 def _version_hash() -> str:
@@ -186,14 +193,46 @@ def _version_hash() -> str:
     return digest.hexdigest()[:12]
 
 
+def training_versions_key() -> str:
+    """What shapes a freshly trained checkpoint besides genexport's own inputs: torch's and transformers' versions."""
+    from importlib import metadata
+
+    return f"torch{metadata.version('torch')}-tf{metadata.version('transformers')}".replace("+", "_")
+
+
+def shipped_checkpoint(name: str) -> Path | None:
+    """The shipped folder for `name` (biogpt-tiny, biogpt-small, biogpt-wide, gpt2, opt), or None."""
+    folder = SHIPPED_DIR / name
+    return folder if (folder / "genexport_demo.json").is_file() else None
+
+
+def _files_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cached_or_shipped(name: str, seed: int, version_hash: str, build: Callable[[Path], object]) -> Path:
+    """Seed 0: a cache copy of the shipped checkpoint (the same on every line). Other seeds: trained, cached
+    under a key that includes the torch and transformers versions, since those change the trained weights."""
+    shipped = shipped_checkpoint(name) if seed == 0 else None
+    if shipped is not None:
+        target = cache_root() / f"{name}-shipped-{_files_hash(shipped)}"
+        return build_cached(target, lambda staging: shutil.copytree(shipped, staging, dirs_exist_ok=True))
+    target = cache_root() / f"{name}-seed{seed}-{version_hash}-{training_versions_key()}"
+    return build_cached(target, build)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("GENEXPORT_CACHE", Path.home() / ".cache" / "genexport")) / "demo"
 
 
 def cached_checkpoint(size: str = "tiny", seed: int = 0) -> Path:
-    """Build once into the cache (atomically: temp folder then rename), then reuse."""
-    target = cache_root() / f"{size}-seed{seed}-{_version_hash()}"
-    return build_cached(target, lambda staging: build_checkpoint(staging, size=size, seed=seed))
+    """The shipped demo checkpoint (seed 0) or one trained once into the cache (temp folder then rename)."""
+    return cached_or_shipped(f"biogpt-{size}", seed, _version_hash(),
+                             lambda staging: build_checkpoint(staging, size=size, seed=seed))
 
 
 def build_cached(target: Path, build: Callable[[Path], object]) -> Path:

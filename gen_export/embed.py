@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import warnings
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from optimum.exporters.onnx.base import OnnxConfig
-from optimum.utils import DummyTextInputGenerator, NormalizedTextConfig
+from optimum.utils.input_generators import DummyTextInputGenerator
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -34,7 +31,7 @@ from gen_export.artifacts import (
 )
 from gen_export.checkpoint import check_tokenizer, open_checkpoint
 from gen_export.errors import GenExportError, ParityError
-from gen_export.export_spec import DEFAULT_OPSET, TensorSpec
+from gen_export.export_spec import DEFAULT_OPSET, SpecExportConfig, TensorSpec, export_with_spec
 from gen_export.progress import Steps
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import graph_io, make_session
@@ -48,6 +45,9 @@ POOLING_ALIASES = {
     "per-token": "per-token", "per_token": "per-token",
 }
 PARITY_MIN_COSINE = 0.99999
+#: float32 graph vs float32 PyTorch: embedding norms agree to ~1e-6; a missing or extra L2 normalisation
+#: changes them by tens of percent.
+PARITY_MAX_NORM_REL_DIFF = 1e-4
 #: Sentences of very different lengths, none from any fixture: padding matters for every pooling mode.
 PARITY_SENTENCES: tuple[str, ...] = (
     "Aspirin.",
@@ -101,28 +101,13 @@ class PooledEncoder(nn.Module):
         return pool(hidden.last_hidden_state, attention_mask, self.pooling, self.normalize)
 
 
-class EmbeddingOnnxConfig(OnnxConfig):
-    """optimum export config: int64 text inputs, one `embeddings` output."""
+class EmbeddingOnnxConfig(SpecExportConfig):
+    """Export config: int64 text inputs, one `embeddings` output."""
 
-    NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
     DUMMY_INPUT_GENERATOR_CLASSES = (DummyTextInputGenerator,)
-    DEFAULT_ONNX_OPSET = DEFAULT_OPSET
 
     def __init__(self, config: PretrainedConfig, input_specs: list[TensorSpec], output_spec: TensorSpec) -> None:
-        super().__init__(config, task="feature-extraction", int_dtype="int64", float_dtype="fp32")
-        self.input_specs, self.output_spec = input_specs, output_spec
-
-    @property
-    def inputs(self) -> dict[str, dict[int, str]]:
-        return OrderedDict((s.name, s.dynamic_axes()) for s in self.input_specs)
-
-    @property
-    def outputs(self) -> dict[str, dict[int, str]]:
-        return OrderedDict([(self.output_spec.name, self.output_spec.dynamic_axes())])
-
-    @property
-    def values_override(self) -> dict[str, Any] | None:
-        return None
+        super().__init__(config, "feature-extraction", input_specs, [output_spec], int_dtype="int64")
 
 
 def embedding_io_spec(config: PretrainedConfig, token_types: bool, pooling: str) -> tuple[list[TensorSpec],
@@ -157,36 +142,99 @@ def _st_json(path: Path, expected: type) -> Any:
     return value
 
 
+#: Where sentence-transformers keeps its module classes: `models.X` up to 4.x (and in folders saved then),
+#: `base.modules.<x>.X` / `sentence_transformer.modules.<x>.X` in folders saved by 5.x and 6.x.
+ST_MODULE_PREFIXES = ("sentence_transformers.models.", "sentence_transformers.base.modules.",
+                      "sentence_transformers.sentence_transformer.modules.")
+#: sentence-transformers pooling modes genexport builds in the graph (ST name -> genexport name).
+ST_POOLING_MODES = {"mean": "mean", "cls": "cls", "max": "max"}
+#: The pre-5.x boolean keys of a Pooling config, and the mode each one turns on.
+ST_LEGACY_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def _not_understood(model_dir: Path, what: str) -> GenExportError:
+    return GenExportError(
+        f"sentence-transformers folder {model_dir} has {what}, which genexport does not understand",
+        "export the encoder without its modules.json (plain transformers folder) and pass --pooling/--normalize "
+        "yourself, or use a folder whose modules are Transformer, Pooling (mean/cls/max) and Normalize",
+    )
+
+
+def _st_module_class(model_dir: Path, module_type: str) -> str:
+    """The class name of a sentence-transformers module type, from any of its known homes."""
+    for prefix in ST_MODULE_PREFIXES:
+        if module_type.startswith(prefix):
+            return module_type.rsplit(".", 1)[-1]
+    raise _not_understood(model_dir, f"module type '{module_type}'")
+
+
+def _st_pooling(model_dir: Path, config: dict[str, Any]) -> str:
+    """`pooling_mode` ("mean", written by sentence-transformers 5.x/6.x) or the legacy boolean keys."""
+    if "pooling_mode" in config:
+        modes = [config["pooling_mode"]] if isinstance(config["pooling_mode"], str) else config["pooling_mode"]
+    else:
+        modes = [mode for key, mode in ST_LEGACY_POOLING_KEYS.items() if config.get(key)]
+    if len(modes) != 1 or modes[0] not in ST_POOLING_MODES:
+        raise _not_understood(model_dir, f"pooling mode {', '.join(map(str, modes)) or '(none set)'} (genexport "
+                                         f"builds one of {', '.join(ST_POOLING_MODES)})")
+    return ST_POOLING_MODES[modes[0]]
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """An optional sentence-transformers JSON object: {} when the file is absent."""
+    return _st_json(path, dict) if path.is_file() else {}
+
+
 def read_sentence_transformers(model_dir: Path) -> SentenceTransformersDefaults | None:
+    """Pooling, normalisation and sequence length from a sentence-transformers folder (None: not one).
+
+    Reads both layouts: folders saved before sentence-transformers 5 (`models.Pooling`, boolean
+    `pooling_mode_*` keys, `max_seq_length` in sentence_bert_config.json) and those saved by 5.x/6.x (module
+    classes under `base.modules` / `sentence_transformer.modules`, `pooling_mode`, the length as the
+    tokenizer's `model_max_length`). Anything else is an error naming it, never a silent default.
+    """
     modules_path = model_dir / "modules.json"
     if not modules_path.is_file():
         return None
     modules = _st_json(modules_path, list)
     found = SentenceTransformersDefaults()
+    seen: list[str] = []
     for module in modules:
         if not isinstance(module, dict) or not isinstance(module.get("type", ""), str):
             raise GenExportError(f"{modules_path} has an entry that is not a module object",
                                  "repair modules.json")
-        kind = module.get("type", "")
-        if kind.endswith("models.Pooling"):
+        kind = _st_module_class(model_dir, module.get("type", ""))
+        seen.append(kind)
+        if kind == "Transformer":
+            if module.get("path", "") not in ("", "."):
+                raise _not_understood(model_dir, f"its Transformer module in subfolder '{module['path']}'")
+        elif kind == "Pooling":
             folder = module.get("path")
             if not isinstance(folder, str) or not (model_dir / folder).resolve().is_relative_to(model_dir.resolve()):
                 raise GenExportError(f"{modules_path} gives the pooling module path {folder!r}",
                                      "use a folder inside the model folder, e.g. \"1_Pooling\"")
-            pooling_config = _st_json(model_dir / folder / "config.json", dict)
-            for key, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
-                              ("pooling_mode_max_tokens", "max")):
-                if pooling_config.get(key):
-                    found.pooling = name
-        elif kind.endswith("models.Normalize"):
+            found.pooling = _st_pooling(model_dir, _st_json(model_dir / folder / "config.json", dict))
+        elif kind == "Normalize":
             found.normalize = True
+        else:
+            raise _not_understood(model_dir, f"a {kind} module ({module.get('type')})")
+    if seen not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise _not_understood(model_dir, f"modules {' -> '.join(seen) or '(none)'} (expected Transformer -> Pooling "
+                                         "[-> Normalize])")
     st_config = model_dir / "sentence_bert_config.json"
-    if st_config.is_file():
-        length = _st_json(st_config, dict).get("max_seq_length")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
-            raise GenExportError(f"{st_config} max_seq_length is {length!r}, not a positive integer",
-                                 "repair sentence_bert_config.json (e.g. \"max_seq_length\": 256)")
-        found.max_seq_length = length
+    length = _json(st_config).get("max_seq_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise GenExportError(f"{st_config} max_seq_length is {length!r}, not a positive integer",
+                             "repair sentence_bert_config.json (e.g. \"max_seq_length\": 256)")
+    if length is None:
+        # 5.x/6.x save the length as the tokenizer's limit; a sentinel (1e30) means "not set".
+        tokenizer_limit = _json(model_dir / "tokenizer_config.json").get("model_max_length")
+        length = tokenizer_limit if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000 else None
+    found.max_seq_length = length
     return found
 
 
@@ -203,10 +251,12 @@ class ParityFigures:
     cosine_min: float
     cosine_mean: float
     max_abs: float
+    #: Largest |norm(graph) - norm(reference)| / norm(reference): cosines alone cannot see a lost Normalize.
+    norm_max_rel_diff: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return self.cosine_min >= PARITY_MIN_COSINE
+        return self.cosine_min >= PARITY_MIN_COSINE and self.norm_max_rel_diff <= PARITY_MAX_NORM_REL_DIFF
 
 
 @dataclass
@@ -244,18 +294,11 @@ def compare(reference: str, expected: np.ndarray, actual: np.ndarray, mask: np.n
     cos = cosines(expected, actual, mask)
     if expected.ndim == 3:
         keep = mask.astype(bool)
-        diff = float(np.abs(expected[keep] - actual[keep]).max())
-    else:
-        diff = float(np.abs(expected - actual).max())
-    return ParityFigures(reference, float(cos.min()), float(cos.mean()), diff)
-
-
-def _quiet_export(wrapper: nn.Module, onnx_config: OnnxConfig, path: Path) -> None:
-    from optimum.exporters.onnx import export
-
-    with quiet_logging("optimum", "transformers", "torch.onnx"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export(wrapper, onnx_config, path, opset=DEFAULT_OPSET, disable_dynamic_axes_fix=True)
+        expected, actual = expected[keep], actual[keep]
+    diff = float(np.abs(expected - actual).max())
+    expected_norm, actual_norm = np.linalg.norm(expected, axis=-1), np.linalg.norm(actual, axis=-1)
+    norm_rel = float((np.abs(actual_norm - expected_norm) / np.maximum(expected_norm, 1e-12)).max())
+    return ParityFigures(reference, float(cos.min()), float(cos.mean()), diff, norm_rel)
 
 
 def _run_onnx(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -389,8 +432,8 @@ def _export_embedding(
 
     with staged_output(output, force) as staging:
         path = staging / EMBEDDING_FILE
-        with steps.step("export encoder with pooling (optimum, TorchScript)"):
-            _quiet_export(wrapper, EmbeddingOnnxConfig(model.config, input_specs, output_spec), path)
+        with steps.step("export encoder with pooling (torch.onnx, TorchScript)"):
+            export_with_spec(wrapper, EmbeddingOnnxConfig(model.config, input_specs, output_spec), path)
         with steps.step("parity vs PyTorch (and sentence-transformers)"):
             actual = _run_onnx(path, feed)
             figures = [compare("PyTorch", expected, actual, mask)]
@@ -404,9 +447,11 @@ def _export_embedding(
                 figures.append(compare("sentence-transformers encode", st_out, actual, mask))
         failed = [f for f in figures if not f.passed]
         if failed:
+            worst = failed[0]
             raise ParityError(
-                f"embedding graph differs from {failed[0].reference} (min cosine {failed[0].cosine_min:.6f} < "
-                f"{PARITY_MIN_COSINE})",
+                f"embedding graph differs from {worst.reference} (min cosine {worst.cosine_min:.6f}, required "
+                f"{PARITY_MIN_COSINE}; embedding norms differ by up to {worst.norm_max_rel_diff:.2%}, allowed "
+                f"{PARITY_MAX_NORM_REL_DIFF:.2%})",
                 "report this as a genexport bug with the checkpoint; nothing was written",
             )
         variants: list[EmbeddingVariant] = []

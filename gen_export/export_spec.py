@@ -1,20 +1,34 @@
-"""Declarative export specs in the style of optimum's `model_configs.py`.
+"""Declarative export specs in the style of optimum's `OnnxConfig`, exported with `torch.onnx.export`.
 
-`DecoderWithPastOnnxConfig` describes onnxruntime's GPT-2 decoder subgraph contract: which inputs
-and outputs exist, which axes are dynamic, and how dummy inputs are made. optimum's `export()`
-matches config inputs to the forward's parameter names; `PastPresentDecoder` exposes
-`past_0..past_{L-1}` as named parameters through its signature, so optimum's machinery is used as is.
+A spec says which inputs and outputs a graph has, which axes are dynamic and how dummy inputs are
+made. It builds on what optimum core offers on both transformers lines (`optimum.exporters.base.
+ExporterConfig`, `optimum.utils.input_generators`, `optimum.utils.normalized_config`; optimum 2.1 with
+transformers 4.57, 2.3 with 5.x). The export itself is `torch.onnx.export(..., dynamo=False)` (the
+TorchScript exporter) called directly by `export_with_spec`: optimum-onnx's `export()` caps transformers
+below 4.58 and breaks on 5.x, and nothing it added (its mask and cache patches) is needed by genexport's
+own wrappers, except the vmap-free causal mask GPT-2 needs on 4.57 (`gen_export.patches.tf_vmap_free_mask`).
+
+`DecoderWithPastOnnxConfig` describes onnxruntime's GPT-2 decoder subgraph contract.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
-from optimum.exporters.onnx.base import OnnxConfig
-from optimum.utils import DummyInputGenerator, NormalizedTextConfig
+from optimum.exporters.base import ExporterConfig
+from optimum.utils.input_generators import DummyInputGenerator
+from optimum.utils.normalized_config import NormalizedTextConfig
+from torch import nn
 from transformers import PretrainedConfig
 
 from gen_export.architectures.base import DecoderDims, ort_position_ids, past_input_names, present_output_names
@@ -22,6 +36,9 @@ from gen_export.architectures.base import DecoderDims, ort_position_ids, past_in
 #: onnxruntime 1.20 (the one in Triton's 25.03 container) loads opset 17 / IR 8 graphs; 17 also has
 #: LayerNormalization, which the transformer optimizer fuses.
 DEFAULT_OPSET = 17
+#: Set to 1 to write every exported graph with its weights in one external data file, as graphs above
+#: protobuf's 2 GB limit are written anyway: lets CI prove that path on a tiny model.
+FORCE_EXTERNAL_DATA_ENV = "GENEXPORT_FORCE_EXTERNAL_DATA"
 
 
 @dataclass(frozen=True)
@@ -104,17 +121,16 @@ class GPT2ContractDummyInputGenerator(DummyInputGenerator):
         return value.numpy() if framework == "np" else value
 
 
-class DecoderWithPastOnnxConfig(OnnxConfig):
-    """optimum export config for the with-past decoder in onnxruntime's GPT-2 layout."""
+class SpecExportConfig(ExporterConfig):
+    """An `ExporterConfig` whose inputs and outputs come from `TensorSpec` lists (one source of truth)."""
 
     NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
-    DUMMY_INPUT_GENERATOR_CLASSES = (GPT2ContractDummyInputGenerator,)
     DEFAULT_ONNX_OPSET = DEFAULT_OPSET
 
-    def __init__(self, config: PretrainedConfig, dims: DecoderDims) -> None:
-        super().__init__(config, task="text-generation", int_dtype="int32", float_dtype="fp32")
-        self.dims = dims
-        self.input_specs, self.output_specs = decoder_io_spec(dims)
+    def __init__(self, config: PretrainedConfig, task: str, input_specs: list[TensorSpec],
+                 output_specs: list[TensorSpec], int_dtype: str) -> None:
+        super().__init__(config, task=task, int_dtype=int_dtype, float_dtype="fp32")
+        self.input_specs, self.output_specs = input_specs, output_specs
 
     @property
     def inputs(self) -> dict[str, dict[int, str]]:
@@ -126,8 +142,93 @@ class DecoderWithPastOnnxConfig(OnnxConfig):
 
     @property
     def values_override(self) -> dict[str, Any] | None:
+        return None
+
+
+class DecoderWithPastOnnxConfig(SpecExportConfig):
+    """Export config for the with-past decoder in onnxruntime's GPT-2 layout."""
+
+    DUMMY_INPUT_GENERATOR_CLASSES = (GPT2ContractDummyInputGenerator,)
+
+    def __init__(self, config: PretrainedConfig, dims: DecoderDims) -> None:
+        super().__init__(config, "text-generation", *decoder_io_spec(dims), int_dtype="int32")
+        self.dims = dims
+
+    @property
+    def values_override(self) -> dict[str, Any] | None:
         return {"use_cache": True}
 
     def _create_dummy_input_generator_classes(self, **kwargs: Any) -> list[DummyInputGenerator]:
         return [cls(self.task, self._normalized_config, dims=self.dims, **kwargs) for cls in
                 self.DUMMY_INPUT_GENERATOR_CLASSES]
+
+
+@contextlib.contextmanager
+def _config_overridden(config: PretrainedConfig, values: dict[str, Any] | None) -> Iterator[None]:
+    """Apply a spec's `values_override` to the model config for the export only."""
+    saved = {key: getattr(config, key) for key in values or {} if hasattr(config, key)}
+    try:
+        for key, value in (values or {}).items():
+            setattr(config, key, value)
+        yield
+    finally:
+        for key in values or {}:
+            if key in saved:
+                setattr(config, key, saved[key])
+            else:
+                delattr(config, key)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The tracer warns about Python branches on sequence length; validation proves every shape family."""
+    names = ("transformers", "torch.onnx")
+    levels = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def export_with_spec(module: nn.Module, spec: SpecExportConfig, path: Path, opset: int = DEFAULT_OPSET,
+                     model_config: PretrainedConfig | None = None) -> Path:
+    """Trace `module` with the spec's dummy inputs through `torch.onnx.export(dynamo=False)`.
+
+    Inputs are passed positionally in the spec's order, so the module's forward must take them in that
+    order. A graph above 2 GB comes out of the TorchScript exporter with one external file per tensor;
+    it is rewritten with all weights in one `<name>_data` file beside the graph (as optimum did), which
+    the later steps (fusion, quantization, convert_generation) carry along.
+    """
+    path = Path(path)
+    dummy = spec.generate_dummy_inputs(framework="pt")
+    args = tuple(dummy[name] for name in spec.inputs)
+    dynamic_axes = dict(spec.inputs) | dict(spec.outputs)
+    with _config_overridden(model_config if model_config is not None else spec._config, spec.values_override), \
+            _quiet(), torch.no_grad():
+        torch.onnx.export(
+            module, args, str(path), input_names=list(spec.inputs), output_names=list(spec.outputs),
+            dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    _consolidate_external_data(path, force=os.environ.get(FORCE_EXTERNAL_DATA_ENV) == "1")
+    return path
+
+
+def _consolidate_external_data(path: Path, force: bool) -> None:
+    model = onnx.load(str(path), load_external_data=False)
+    external = {
+        entry.value
+        for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data if entry.key == "location"
+    }
+    if not external and not force:
+        return
+    model = onnx.load(str(path), load_external_data=True)
+    for name in external:
+        (path.parent / name).unlink()
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=f"{path.name}_data", size_threshold=0 if force else 1024)

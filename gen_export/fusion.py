@@ -129,12 +129,17 @@ def _skip_float_casts(g: _Graph, name: str) -> str:
     return name
 
 
-def _past_half(g: _Graph, name: str, past: str, index: int) -> bool:
+def _past_half(g: _Graph, name: str, past: str, index: int) -> str | None:
+    """The `Gather(past, index)` output that `name` is (through identity Concats), or None."""
     node = g.producer.get(name)
+    # A DynamicCache filled by update() (both transformers lines) traces to a one-input Concat (an identity)
+    # after the past half; optimum-onnx used to patch that away, torch.onnx.export keeps it.
+    while node is not None and node.op_type == "Concat" and len(node.input) == 1:
+        node = g.producer.get(node.input[0])
     if node is None or node.op_type != "Gather" or node.input[0] != past:
-        return False
+        return None
     value = g.constant(node.input[1])
-    return value is not None and value.size == 1 and int(value.reshape(())) == index
+    return node.output[0] if value is not None and value.size == 1 and int(value.reshape(())) == index else None
 
 
 def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
@@ -149,7 +154,8 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
     key_all, value_all = (g.producer.get(h.input[0]) for h in halves)  # type: ignore[union-attr]
     if key_all is None or value_all is None or key_all.op_type != "Concat" or value_all.op_type != "Concat":
         return None
-    if not (_past_half(g, key_all.input[0], past, 0) and _past_half(g, value_all.input[0], past, 1)):
+    key_past, value_past = _past_half(g, key_all.input[0], past, 0), _past_half(g, value_all.input[0], past, 1)
+    if key_past is None or value_past is None:
         return None
     k_heads, v_heads = g.producer.get(key_all.input[1]), g.producer.get(value_all.input[1])
     k_found = _projection(g, k_heads) if k_heads is not None else None
@@ -190,7 +196,7 @@ def _fuse_layer(g: _Graph, present: str, past: str, num_heads: int, mask: str,
         attention = helper.make_node(
             "MultiHeadAttention",
             [q.matmul.output[0], k.matmul.output[0], v.matmul.output[0], qkv_bias.name, mask, "",
-             key_all.input[0], value_all.input[0]],
+             key_past, value_past],
             [f"{prefix}/MultiHeadAttention_output_0", f"{prefix}/present_key", f"{prefix}/present_value"],
             name=f"{prefix}/MultiHeadAttention",
             **common,

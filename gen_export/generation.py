@@ -1,6 +1,6 @@
 """`genexport beam` (and the other search modes): one ONNX file that generates, proven by parity.
 
-Pipeline: open and validate the checkpoint -> export the GPT-2-contract decoder with optimum ->
+Pipeline: open and validate the checkpoint -> export the GPT-2-contract decoder (torch.onnx) ->
 validate it against PyTorch -> fuse onnxruntime's search operator around it -> run the parity matrix
 against `model.generate` -> write `OUT/<mode>_search.onnx`, the tokenizer files and `genexport.json`.
 Everything is assembled in a staging folder and moved into place only when every check passed.
@@ -336,7 +336,7 @@ def _export_generation(
 
     with staged_output(output, force) as staging, tempfile.TemporaryDirectory(prefix="genexport-") as scratch:
         decoder_path = Path(scratch) / DECODER_FILE
-        with steps.step("export decoder (optimum, TorchScript)"):
+        with steps.step("export decoder (torch.onnx, TorchScript)"):
             export_decoder_onnx(loaded, decoder_path, opset)
         with steps.step("validate decoder against PyTorch"):
             validation = validate_decoder(loaded, decoder_path, atol)

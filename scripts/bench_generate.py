@@ -2,7 +2,9 @@
 beam loop (optimum's ORTModelForCausalLM), and genexport's one-file BeamSearch graph.
 
 Random-weight models are built by the script (BioGPT shapes; for the optimum contender a GPT-2 of the
-same hidden size, layers, heads and vocabulary, since optimum has no BioGPT config). Every contender
+same hidden size, layers, heads and vocabulary, since optimum has no BioGPT config). The optimum contender
+needs the optional `[optimum-loop]` extra (optimum-onnx 0.1.0), which installs on the transformers 4.57 line
+only: run it with .venv-tf4/bin/python; on the 5.x line the table goes without that row. Every contender
 generates exactly the same number of tokens (min length = max length), runs alternate, and the table
 shows medians with min/max, tokens per second, ratios to `generate`, and the fp32 weight-streaming
 floor: parameter bytes / measured memory bandwidth, once per decoding step.
@@ -115,6 +117,19 @@ def build_biogpt(folder: Path, shape: dict[str, int]) -> tuple[Path, int]:
     return folder, sum(p.numel() for p in model.parameters())
 
 
+OPTIMUM_LOOP = "optimum ORT + Python beam loop (GPT-2 same dims)"
+
+
+def optimum_loop_available() -> bool:
+    """The optimum-loop contender needs the optional `[optimum-loop]` extra (optimum-onnx 0.1.0), which installs
+    on the transformers 4.57 line only (it caps transformers below 4.58); elsewhere the table goes without it."""
+    import importlib.util
+
+    import transformers
+
+    return transformers.__version__.startswith("4.") and importlib.util.find_spec("optimum.onnxruntime") is not None
+
+
 def build_gpt2_optimum(folder: Path, shape: dict[str, int]) -> Path:
     from optimum.exporters.onnx import main_export
 
@@ -197,11 +212,13 @@ def bench_shape(
         for variant, graph in build_graphs(model_dir, scratch / f"graphs-{name}", variants).items()
     }
     model = BioGptForCausalLM.from_pretrained(model_dir).eval()
-    from optimum.onnxruntime import ORTModelForCausalLM
+    ort_loop = None
+    if optimum_loop_available():
+        from optimum.onnxruntime import ORTModelForCausalLM
 
-    ort_loop = ORTModelForCausalLM.from_pretrained(
-        build_gpt2_optimum(scratch / f"gpt2-{name}", shape), use_cache=True, provider="CPUExecutionProvider"
-    )
+        ort_loop = ORTModelForCausalLM.from_pretrained(
+            build_gpt2_optimum(scratch / f"gpt2-{name}", shape), use_cache=True, provider="CPUExecutionProvider"
+        )
     results = []
     for batch in batches:
         generator = torch.Generator().manual_seed(batch)
@@ -232,10 +249,11 @@ def bench_shape(
                 "torch generate": lambda kw=kwargs, i=ids, m=mask: model.generate(
                     input_ids=i, attention_mask=m, **kw
                 ),
-                "optimum ORT + Python beam loop (GPT-2 same dims)": lambda kw=kwargs, i=ids, m=mask: (
-                    ort_loop.generate(input_ids=i, attention_mask=m, **kw)
-                ),
             }
+            if ort_loop is not None:
+                contenders[OPTIMUM_LOOP] = lambda kw=kwargs, i=ids, m=mask, loop=ort_loop: (
+                    loop.generate(input_ids=i, attention_mask=m, **kw)
+                )
             for variant, session in sessions.items():
                 contenders[FUSED + variant] = lambda f=feed, s=session: s.run(["sequences"], f)[0][:, 0, :]
             times: dict[str, list[float]] = {c: [] for c in contenders}
@@ -354,6 +372,9 @@ def main() -> None:
                 shape, args.batch, args.new_tokens, args.runs, Path(scratch), args.variants, args.threads
             )
     text = table(results, bandwidth, args.threads, load)
+    if not optimum_loop_available():
+        text += ("\n\nThe optimum ORT + Python beam loop contender is left out: it needs the `[optimum-loop]` extra, "
+                 "which installs on the transformers 4.57 line only (.venv-tf4).")
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from gen_export.demo import CORPUS, build_cached, cache_root
+from gen_export.demo import CORPUS, cached_or_shipped, training_versions_key
 
 FIXTURE_VERSION = 1
 
@@ -157,6 +157,7 @@ def build_checkpoint(kind: str, out_dir: Path, seed: int = 0, corpus: Path = COR
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "genexport_demo.json").write_text(json.dumps({
         "demo": True, "kind": kind, "seed": seed, "final_loss": round(loss, 4), "shape": asdict(SHAPES[kind]),
+        "trained_with": training_versions_key(),
     }, indent=2))
     return out_dir
 
@@ -169,11 +170,11 @@ def _version_hash(kind: str) -> str:
 
 
 def cached_checkpoint(kind: str, seed: int = 0) -> Path:
-    """Build once into genexport's demo cache (demo.build_cached: temp folder then rename), then reuse."""
+    """Seed 0: genexport's shipped copy (the same weights on every transformers line, see demo.SHIPPED_DIR);
+    other seeds: trained once into the demo cache, keyed by the torch and transformers versions."""
     if kind not in SHAPES:
         raise ValueError(f"unknown fixture kind {kind!r}; use one of {sorted(SHAPES)}")
-    target = cache_root() / f"{kind}-seed{seed}-{_version_hash(kind)}"
-    return build_cached(target, lambda staging: build_checkpoint(kind, staging, seed))
+    return cached_or_shipped(kind, seed, _version_hash(kind), lambda staging: build_checkpoint(kind, staging, seed))
 
 
 class WrongMinLengthSession:

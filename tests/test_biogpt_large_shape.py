@@ -1,9 +1,10 @@
 """BioGPT-Large's shape and the external-data path (weights beside the graph, for models over 2 GB).
 
 The real-size run is slow (many minutes, well over 16 GB RAM at 48 layers) and marked `slow`. The same
-path is also proven in CI on a tiny model, by making optimum write the decoder with external data as it
-does for any decoder over 2 GB: genexport must then fuse with --use_external_data_format, keep the data
-file beside the graph, hash it in the manifest and load it from wherever the folder is moved.
+path is also proven in CI on a tiny model, by making genexport's export write the decoder with external
+data as it does for any decoder over 2 GB (GENEXPORT_FORCE_EXTERNAL_DATA=1): genexport must then fuse with
+--use_external_data_format, keep the data file beside the graph, hash it in the manifest and load it from
+wherever the folder is moved.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import onnx
 import pytest
 
 from gen_export.artifacts import sha256_file
+from gen_export.export_spec import FORCE_EXTERNAL_DATA_ENV
 from gen_export.generation import export_generation
 from gen_export.runtime import make_session
 from gen_export.search_graph import SearchMode
@@ -44,8 +46,8 @@ def test_biogpt_large_shape_exports_with_external_data(tmp_path: Path) -> None:
 
 def test_external_data_path_end_to_end_on_a_tiny_model(tiny_biogpt: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # optimum's switch for "save the exported graph with external data" (otherwise automatic above 2 GB).
-    monkeypatch.setenv("FORCE_ONNX_EXTERNAL_DATA", "1")
+    # export_spec's switch for "save the exported graph with external data" (otherwise automatic above 2 GB).
+    monkeypatch.setenv(FORCE_EXTERNAL_DATA_ENV, "1")
     result = export_generation(tiny_biogpt, tmp_path / "o", mode=SearchMode.BEAM)
     files = sorted(p.name for p in result.output.iterdir())
     assert files == ["beam_search.onnx", "beam_search.onnx.data", "genexport.json", "tokenizer"]

@@ -54,3 +54,37 @@ def test_wide_has_its_own_vocabulary(tiny_biogpt: Path, wide_biogpt: Path) -> No
 def test_demo_marks_itself(size: str, request: pytest.FixtureRequest) -> None:
     path = request.getfixturevalue(f"{size}_biogpt")
     assert (path / "genexport_demo.json").read_text().count('"demo": true') == 1
+
+
+def test_shipped_checkpoints_are_the_same_on_every_line(tiny_biogpt: Path) -> None:
+    """Seed 0 is the shipped checkpoint on every transformers line (a cache copy, never the package folder)."""
+    from gen_export.demo import shipped_checkpoint
+
+    shipped = shipped_checkpoint("biogpt-tiny")
+    assert shipped is not None and tiny_biogpt != shipped
+    for name in ("model.safetensors", "vocab.json", "merges.txt", "config.json"):
+        assert sha256_file(tiny_biogpt / name) == sha256_file(shipped / name)
+    for name in ("biogpt-small", "biogpt-wide", "gpt2", "opt"):
+        assert shipped_checkpoint(name) is not None, name
+
+
+def test_training_on_this_line_against_shipped(tmp_path: Path) -> None:
+    """On 4.57 training reproduces the shipped weights bit for bit; on 5.x it does not (BioGPT's layerdrop draws
+    shift the RNG), which is why the weights are shipped."""
+    import transformers
+
+    from gen_export.demo import shipped_checkpoint
+
+    trained = build_checkpoint(tmp_path / "t", "tiny")
+    same = sha256_file(trained / "model.safetensors") == sha256_file(shipped_checkpoint("biogpt-tiny") /
+                                                                      "model.safetensors")
+    # Fails on 5.x once training becomes reproducible across lines: then shipping could give way to training.
+    assert same is transformers.__version__.startswith("4.57."), transformers.__version__
+
+
+def test_trained_checkpoints_are_cached_by_versions(demo_cache: Path) -> None:
+    from gen_export.demo import cached_checkpoint, training_versions_key
+
+    assert "shipped" in cached_checkpoint("tiny").name
+    trained = cached_checkpoint("tiny", seed=1)
+    assert training_versions_key() in trained.name and "shipped" not in trained.name

@@ -193,8 +193,8 @@ def test_embed_missing_tokenizer(tiny_bert: Path, tmp_path: Path) -> None:
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_bert, folder)
-    for name in ("tokenizer.json", "vocab.txt"):
-        (folder / name).unlink()
+    for name in ("tokenizer.json", "vocab.txt"):  # transformers 5.x writes no vocab.txt for BERT
+        (folder / name).unlink(missing_ok=True)
     result = runner.invoke(app, ["embed", str(folder), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "tokenizer files" in result.output
     assert not (tmp_path / "o").exists()
@@ -212,8 +212,9 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bpe = ByteLevelBPETokenizer()
     bpe.train([str(CORPUS)], vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(folder))
-    RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt")) \
-        .save_pretrained(folder)
+    # from_pretrained, not the constructor: transformers 5.x's constructor takes vocab/merges and silently
+    # ignores vocab_file/merges_file (a 5-token tokenizer).
+    RobertaTokenizerFast.from_pretrained(folder).save_pretrained(folder)
     torch.manual_seed(0)
     config = RobertaConfig(vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from gen_export.errors import GenExportError
 from gen_export.patches import ort_convert_generation, ort_init_decoder
@@ -110,3 +112,84 @@ def test_init_decoder_patch_restores_and_refuses_unchecked(monkeypatch: pytest.M
     monkeypatch.setattr(ort_convert_generation.metadata, "version", lambda name: "1.40.0")
     with pytest.raises(GenExportError, match=r"onnxruntime 1\.40\.0 is not a version"), ort_init_decoder.applied():
         pass
+
+
+# --- transformers 4.57: the vmap-free causal mask (gen_export.patches.tf_causal_mask) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_fixture(demo_cache: Path) -> Path:
+    from fixtures_decoders import cached_checkpoint
+
+    return cached_checkpoint("gpt2")
+
+
+def _export_gpt2_unpatched(folder: Path, out: Path) -> Path:
+    from gen_export.decoder import load_decoder
+    from gen_export.export_spec import DecoderWithPastOnnxConfig, export_with_spec
+
+    loaded = load_decoder(folder)
+    return export_with_spec(loaded.wrapper, DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims), out)
+
+
+def test_gpt2_on_4_57_still_needs_vmap_free_mask(gpt2_fixture: Path, tmp_path: Path) -> None:
+    """On 4.57: fails once GPT-2's mask traces without the patch (then delete tf_causal_mask). On 5.x: proves
+    the patch is rightly not applied (the masks use no vmap and the unpatched export validates)."""
+    from transformers import masking_utils
+
+    from gen_export.decoder import load_decoder, require_passed, validate_decoder
+    from gen_export.patches import tf_causal_mask
+
+    if tf_causal_mask.needed():
+        with pytest.raises(RuntimeError, match="unordered_map::at"):
+            _export_gpt2_unpatched(gpt2_fixture, tmp_path / "decoder.onnx")
+    else:
+        # 5.x builds masks by index broadcasting unless asked for vmap.
+        assert inspect.signature(masking_utils.sdpa_mask).parameters["use_vmap"].default is False
+        path = _export_gpt2_unpatched(gpt2_fixture, tmp_path / "decoder.onnx")
+        require_passed(validate_decoder(load_decoder(gpt2_fixture), path))
+
+
+def test_broadcast_mask_equals_upstream_mask_where_applied() -> None:
+    """Where the patch applies (4.57), its mask equals upstream's vmap mask on padded, offset and skip cases."""
+    from transformers import masking_utils as mu
+
+    from gen_export.patches import tf_causal_mask
+
+    if not tf_causal_mask.needed():
+        assert tf_causal_mask.installed_transformers() >= tf_causal_mask.NOT_NEEDED_RANGE[0]
+        return
+    attention = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    for positions, kv_length, skip in (([0, 1, 2, 3, 4, 5], 6, False), ([5], 6, False), ([3, 4, 5], 6, True)):
+        cache_position = torch.tensor(positions)
+        kwargs = {"batch_size": 2, "cache_position": cache_position, "kv_length": kv_length,
+                  "attention_mask": attention, "allow_is_causal_skip": skip}
+        expected, actual = mu.sdpa_mask(**kwargs), tf_causal_mask.sdpa_mask_by_broadcast(**kwargs)
+        if expected is None:
+            assert actual is None
+        else:
+            assert torch.equal(expected, actual)
+    unpadded = {"batch_size": 1, "cache_position": torch.arange(4), "kv_length": 4,
+                "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    assert mu.sdpa_mask(**unpadded) is None and tf_causal_mask.sdpa_mask_by_broadcast(**unpadded) is None
+
+
+def test_mask_patch_is_scoped_and_version_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import masking_utils as mu
+
+    from gen_export.patches import tf_causal_mask
+
+    original, registered = mu.sdpa_mask, mu.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+    with tf_causal_mask.applied():
+        patched = mu.sdpa_mask is tf_causal_mask.sdpa_mask_by_broadcast
+        assert patched == tf_causal_mask.needed()
+        assert (mu.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] is tf_causal_mask.sdpa_mask_by_broadcast) == patched
+    assert mu.sdpa_mask is original and mu.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] is registered
+    for version, needed in (("4.57.6", True), ("5.23.0", False), ("5.24.0", False)):
+        monkeypatch.setattr(tf_causal_mask.metadata, "version", lambda name, v=version: v)
+        assert tf_causal_mask.needed() is needed
+    for unchecked in ("4.56.2", "5.10.0", "5.25.0"):
+        monkeypatch.setattr(tf_causal_mask.metadata, "version", lambda name, v=unchecked: v)
+        with pytest.raises(GenExportError, match=rf"transformers {re.escape(unchecked)} is not a version"), \
+                tf_causal_mask.applied():
+            pass

@@ -61,12 +61,12 @@ def test_parity_table_fits_80_columns(tiny_biogpt: Path, mode: SearchMode) -> No
 
 
 def test_timings_table_fits_80_columns() -> None:
-    steps = ["load checkpoint", "export decoder (optimum, TorchScript)", "validate decoder against PyTorch",
+    steps = ["load checkpoint", "export decoder (torch.onnx, TorchScript)", "validate decoder against PyTorch",
              "optimize decoder (onnxruntime transformer optimizer, gpt2)",
              "validate optimized decoder against PyTorch", "fuse sampling search operator (convert_generation)",
              "sampling checks: seeds, nucleus, distribution vs PyTorch", "parity: 12 cases vs model.generate",
              "quantize decoder (int4) and fuse", "agreement of int4 with fp32 on 12 cases",
-             "export encoder with pooling (optimum, TorchScript)", "parity vs PyTorch (and sentence-transformers)"]
+             "export encoder with pooling (torch.onnx, TorchScript)", "parity vs PyTorch (and sentence-transformers)"]
     assert_fits(timings_table({step: 12345.678 for step in steps}))
 
 

@@ -185,18 +185,31 @@ def present_output_names(num_layers: int) -> list[str]:
     return [f"present_{i}" for i in range(num_layers)]
 
 
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The forward keyword (and output field) that carries the cache: `cache` from transformers 5.24 on,
+    `past_key_values` before (the old name is removed in 5.40). Read from the signature, not the version."""
+    parameters = inspect.signature(type(model).forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise GenExportError(
+        f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`",
+        "use a transformers version genexport supports (see README's compatibility table)",
+    )
+
+
 class PastPresentDecoder(nn.Module):
     """`forward(input_ids, position_ids, attention_mask, *past) -> (logits, *present)`.
 
     The variadic `*past` keeps the forward honest for any layer count; exporters that bind inputs by
-    parameter name (optimum, torch.onnx) see `past_0..past_{L-1}` through an explicit signature set
+    parameter name see `past_0..past_{L-1}` through an explicit signature set
     on the instance, so no per-layer-count class has to be generated.
     """
 
     def __init__(self, model: PreTrainedModel, dims: DecoderDims) -> None:
         super().__init__()
         self.model = model
-        self.config = model.config  # optimum reads and overrides values on model.config
+        self.config = model.config  # the export spec overrides values (use_cache) on it for the trace
         self.dims = dims
         names = ["input_ids", "position_ids", "attention_mask", *past_input_names(dims.num_layers)]
         signature = inspect.Signature(
@@ -209,6 +222,7 @@ class PastPresentDecoder(nn.Module):
 
         forward.__signature__ = signature  # type: ignore[attr-defined]
         self.forward = forward  # type: ignore[method-assign]
+        self.cache_keyword = cache_keyword(model)
 
     def forward(  # type: ignore[override]
         self,
@@ -227,14 +241,12 @@ class PastPresentDecoder(nn.Module):
             input_ids=input_ids.to(torch.int64),
             position_ids=position_ids.to(torch.int64),
             attention_mask=attention_mask.to(torch.int64),
-            past_key_values=cache,
             use_cache=True,
             return_dict=True,
+            **{self.cache_keyword: cache},
         )
-        presents = []
-        for layer in range(self.dims.num_layers):
-            key, value = outputs.past_key_values.layers[layer].keys, outputs.past_key_values.layers[layer].values
-            presents.append(torch.stack((key, value)))
+        returned = outputs[self.cache_keyword]
+        presents = [torch.stack((layer.keys, layer.values)) for layer in returned.layers]
         return (outputs.logits, *presents)
 
     def empty_past(self, batch: int) -> list[torch.Tensor]:
