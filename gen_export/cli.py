@@ -108,7 +108,15 @@ def beam(
     temperature: Annotated[float, typer.Option(help="Sampling only: attribute, fixed in the graph.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Sampling only: nucleus mass, fixed in the graph (no top_k: "
                                               "onnxruntime's Sampling op has none).")] = 1.0,
-    early_stopping: Annotated[bool, typer.Option(help="Refused: the operator's early stop differs.")] = False,
+    early_stopping: Annotated[str | None, typer.Option(
+        help="true, false or never (transformers' meanings; --rules transformers only for true/never). "
+             "Default: the checkpoint's generation_config.json, else false.")] = None,
+    rules: Annotated[str, typer.Option(
+        help="onnxruntime: fuse onnxruntime's search operator; transformers: generate's own rules in "
+             "standard ONNX (Loop), identical to model.generate.")] = "onnxruntime",
+    max_new_tokens: Annotated[int, typer.Option(help="--rules transformers: default max_new_tokens input "
+                                                     "(0: unset, max_length applies).")] = 0,
+    min_new_tokens: Annotated[int, typer.Option(help="--rules transformers: default min_new_tokens input.")] = 0,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
     prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
@@ -119,7 +127,7 @@ def beam(
 ) -> None:
     """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
     from gen_export.generation import GenerationDefaults, export_generation, read_prompts
-    from gen_export.parity import SearchFlags, check_flags
+    from gen_export.hf_search import EarlyStopping, HfOptions
     from gen_export.progress import Steps
     from gen_export.search_graph import SearchMode
 
@@ -129,8 +137,8 @@ def beam(
             mode = SearchMode(search)
         except ValueError:
             raise GenExportError(f"unknown search '{search}'", "use --search beam, greedy or sampling") from None
-        if early_stopping:
-            check_flags(SearchFlags(max_length=2, early_stopping=True), 1, 2)
+        hf_options = HfOptions(early_stopping=EarlyStopping.parse(early_stopping), max_new_tokens=max_new_tokens,
+                               min_new_tokens=min_new_tokens)
         model = model or _default_decoder_model()
         defaults = GenerationDefaults(
             max_length=max_length, min_length=min_length, num_beams=num_beams,
@@ -141,7 +149,7 @@ def beam(
             model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
             temperature=temperature, top_p=top_p, parity=parity,
             prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
-            precision=_precision(precision), optimize=optimize,
+            precision=_precision(precision), optimize=optimize, rules=rules, hf_options=hf_options,
         )
         if triton_repo is not None:
             from gen_export.triton import write_generator_repository

@@ -27,6 +27,8 @@ from gen_export.decoder import (
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.fusion import optimize_decoder
+from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
+from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_graph_inputs
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
@@ -95,7 +97,7 @@ class GenerationExportResult:
     mode: SearchMode
     decoder_validation: DecoderValidation
     #: Token parity (beam, greedy), or the statistical checks of a sampling graph (no token parity).
-    parity: ParityReport | SamplingReport | None
+    parity: ParityReport | SamplingReport | HfParityReport | None
     notes: list[str]
     timings: dict[str, float]
 
@@ -205,9 +207,16 @@ def export_generation(
     precision: Precision = Precision.FP32,
     optimize: bool = False,
     steps: Steps | None = None,
+    rules: str = "onnxruntime",
+    hf_options: HfOptions | None = None,
 ) -> GenerationExportResult:
-    """Export `model_dir` as one generation graph in `output`; raises on any failed check."""
+    """Export `model_dir` as one generation graph in `output`; raises on any failed check.
+
+    `rules="transformers"` builds the search from standard ONNX operators with `generate`'s own rules
+    (gen_export.hf_search) instead of fusing onnxruntime's operator; `hf_options` holds what only that family has.
+    """
     steps = steps or Steps()
+    hf = check_rules(rules, mode, hf_options)
     output = Path(output)
     check_output_target(output, force)
     precision = Precision(precision)
@@ -222,10 +231,15 @@ def export_generation(
         defaults = replace(defaults, num_beams=1, num_return_sequences=1)
     check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)
     _check_sampling_settings(mode, temperature, top_p, cases)
-    if cases is None and parity and mode is not SearchMode.SAMPLING:
+    hf_spec = hf.spec(mode, loaded.dims, no_repeat_ngram_size) if hf else None
+    if cases is None and parity and hf_spec is not None:
+        cases = hf_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults.flags(no_repeat_ngram_size),
+                          hf_spec.mode, loaded.dims.max_positions, min_new_tokens=hf_spec.min_new_tokens,
+                          max_new_tokens=hf_spec.max_new_tokens)
+    elif cases is None and parity and mode is not SearchMode.SAMPLING:
         cases = default_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults, mode, loaded.dims.max_positions,
                                no_repeat_ngram_size)
-    notes = [n for n in [length_penalty_note(defaults, mode)] if n]
+    notes = [n for n in [length_penalty_note(defaults, mode)] if n and hf_spec is None]
 
     with staged_output(output, force) as staging, tempfile.TemporaryDirectory(prefix="genexport-") as scratch:
         decoder_path = Path(scratch) / DECODER_FILE
@@ -252,10 +266,30 @@ def export_generation(
         graph_path = staging / graph_file(mode)
         # The fp32 graph is always built and checked; a quantized graph is measured against it below.
         fp32_path = graph_path if precision is Precision.FP32 else Path(scratch) / f"fp32_{graph_file(mode)}"
-        with steps.step(f"fuse {mode.value} search operator (convert_generation)"):
-            build_search_graph(loaded.checkpoint.path, decoder_path, fp32_path, spec)
-        report: ParityReport | SamplingReport | None = None
-        if parity and mode is SearchMode.SAMPLING:
+
+        def build(decoder: Path, target: Path) -> None:
+            if hf_spec is not None:
+                build_hf_search_graph(decoder, target, hf_spec)
+            else:
+                build_search_graph(loaded.checkpoint.path, decoder, target, spec)
+
+        build_step = (f"build {mode.value} search loop (standard ONNX, transformers rules)" if hf_spec
+                      else f"fuse {mode.value} search operator (convert_generation)")
+        with steps.step(build_step):
+            build(decoder_path, fp32_path)
+        report: ParityReport | SamplingReport | HfParityReport | None = None
+        if parity and hf_spec is not None and cases:
+            with steps.step(f"parity: {len(cases)} cases vs model.generate (transformers rules)"):
+                report = run_hf_parity([as_hf_case(c) for c in cases], make_session(fp32_path), loaded.model,
+                                       tokenizer, hf_spec, loaded.dims.max_positions)
+            if not report.passed:
+                bad = report.mismatches[0]
+                raise ParityError(
+                    f"{len(report.mismatches)} parity case(s) differ from model.generate "
+                    f"(first: '{bad.case.name}': graph {bad.graph} vs generate {bad.generate})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        elif parity and mode is SearchMode.SAMPLING:
             # The same decoder fused with a vanishing top_p: greedy by construction, compared to generate.
             twin_path = Path(scratch) / "sampling_greedy_twin.onnx"
             with steps.step("sampling checks: fuse the top_p -> 0 twin"):
@@ -291,7 +325,7 @@ def export_generation(
             quantized = Path(scratch) / f"decoder.{precision.value}.onnx"
             with steps.step(f"quantize decoder ({precision.value}) and fuse"):
                 quantize_decoder(decoder_path, quantized, precision)
-                build_search_graph(loaded.checkpoint.path, quantized, graph_path, spec)
+                build(quantized, graph_path)
             if cases:
                 with steps.step(f"agreement of {precision.value} with fp32 on {len(cases)} cases"):
                     agreement = measure_agreement(cases, make_session(graph_path), make_session(fp32_path),
@@ -309,8 +343,9 @@ def export_generation(
                 "opset": opset,
                 "atol": atol,
                 "dims": asdict(loaded.dims),
-                "search": spec.as_dict(),
-                "graph_inputs": search_graph_inputs(mode),
+                "rules": rules,
+                "search": hf_spec.as_dict() if hf_spec else spec.as_dict(),
+                "graph_inputs": hf_graph_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
                 "generation_defaults": asdict(defaults),
                 "precision": precision.value,
                 # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
