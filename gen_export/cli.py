@@ -117,6 +117,7 @@ def beam(
     max_new_tokens: Annotated[int, typer.Option(help="--rules transformers: default max_new_tokens input "
                                                      "(0: unset, max_length applies).")] = 0,
     min_new_tokens: Annotated[int, typer.Option(help="--rules transformers: default min_new_tokens input.")] = 0,
+    top_k: Annotated[int, typer.Option(help="--rules transformers, sampling: default top_k input (0: off).")] = 0,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
     prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
@@ -138,7 +139,7 @@ def beam(
         except ValueError:
             raise GenExportError(f"unknown search '{search}'", "use --search beam, greedy or sampling") from None
         hf_options = HfOptions(early_stopping=EarlyStopping.parse(early_stopping), max_new_tokens=max_new_tokens,
-                               min_new_tokens=min_new_tokens)
+                               min_new_tokens=min_new_tokens, top_k=top_k)
         model = model or _default_decoder_model()
         defaults = GenerationDefaults(
             max_length=max_length, min_length=min_length, num_beams=num_beams,

@@ -28,6 +28,7 @@ from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.fusion import optimize_decoder
 from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
+from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
 from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_graph_inputs
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
@@ -97,7 +98,7 @@ class GenerationExportResult:
     mode: SearchMode
     decoder_validation: DecoderValidation
     #: Token parity (beam, greedy), or the statistical checks of a sampling graph (no token parity).
-    parity: ParityReport | SamplingReport | HfParityReport | None
+    parity: ParityReport | SamplingReport | HfParityReport | HfSamplingReport | None
     notes: list[str]
     timings: dict[str, float]
 
@@ -227,12 +228,14 @@ def export_generation(
     defaults = defaults or GenerationDefaults()
     if defaults.max_length is None:
         defaults = replace(defaults, max_length=min(64, loaded.dims.max_positions))
-    if mode is not SearchMode.BEAM:
+    # transformers' rules: sampling with num_beams > 1 is beam sampling (generate(do_sample=True, num_beams=n)).
+    if mode is not SearchMode.BEAM and not (hf and mode is SearchMode.SAMPLING):
         defaults = replace(defaults, num_beams=1, num_return_sequences=1)
     check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)
     _check_sampling_settings(mode, temperature, top_p, cases)
-    hf_spec = hf.spec(mode, loaded.dims, no_repeat_ngram_size) if hf else None
-    if cases is None and parity and hf_spec is not None:
+    hf_spec = replace(hf, temperature=temperature, top_p=top_p).spec(
+        mode, loaded.dims, no_repeat_ngram_size, defaults.num_beams) if hf else None
+    if cases is None and parity and hf_spec is not None and not hf_spec.mode.sampling:
         cases = hf_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults.flags(no_repeat_ngram_size),
                           hf_spec.mode, loaded.dims.max_positions, min_new_tokens=hf_spec.min_new_tokens,
                           max_new_tokens=hf_spec.max_new_tokens)
@@ -277,7 +280,7 @@ def export_generation(
                       else f"fuse {mode.value} search operator (convert_generation)")
         with steps.step(build_step):
             build(decoder_path, fp32_path)
-        report: ParityReport | SamplingReport | HfParityReport | None = None
+        report: ParityReport | SamplingReport | HfParityReport | HfSamplingReport | None = None
         if parity and hf_spec is not None and cases:
             with steps.step(f"parity: {len(cases)} cases vs model.generate (transformers rules)"):
                 report = run_hf_parity([as_hf_case(c) for c in cases], make_session(fp32_path), loaded.model,
@@ -287,6 +290,20 @@ def export_generation(
                 raise ParityError(
                     f"{len(report.mismatches)} parity case(s) differ from model.generate "
                     f"(first: '{bad.case.name}': graph {bad.graph} vs generate {bad.generate})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        elif parity and hf_spec is not None and hf_spec.mode.sampling:
+            settings = SamplingSettings(
+                temperature=hf_spec.temperature, top_k=hf_spec.top_k, top_p=hf_spec.top_p,
+                num_beams=defaults.num_beams, num_return_sequences=defaults.num_return_sequences,
+                repetition_penalty=defaults.repetition_penalty, min_new_tokens=hf_spec.min_new_tokens)
+            with steps.step(f"{hf_spec.mode.value} checks: seeds, top-k/top-p support, distribution vs PyTorch"):
+                report = run_hf_sampling_checks(make_session(fp32_path), loaded.model, tokenizer, hf_spec,
+                                                prompts or BUILTIN_PROMPTS, settings)
+            if not report.passed:
+                bad = report.failures[0]
+                raise ParityError(
+                    f"sampling check '{bad.name}' failed ({bad.value:g}, expected {bad.bound}; {bad.detail})",
                     "report this as a genexport bug with the checkpoint; nothing was written",
                 )
         elif parity and mode is SearchMode.SAMPLING:

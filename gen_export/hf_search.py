@@ -65,6 +65,18 @@ class EarlyStopping(StrEnum):
 class HfMode(StrEnum):
     BEAM = "beam"
     GREEDY = "greedy"
+    #: generate(do_sample=True, num_beams=1): `_sample` with multinomial draws.
+    SAMPLE = "sampling"
+    #: generate(do_sample=True, num_beams>1): `_beam_search` drawing candidates without replacement.
+    BEAM_SAMPLE = "beam_sampling"
+
+    @property
+    def beams(self) -> bool:
+        return self in (HfMode.BEAM, HfMode.BEAM_SAMPLE)
+
+    @property
+    def sampling(self) -> bool:
+        return self in (HfMode.SAMPLE, HfMode.BEAM_SAMPLE)
 
 
 @dataclass(frozen=True)
@@ -80,11 +92,16 @@ class HfSearchSpec:
     #: Defaults of the per-request inputs transformers has and onnxruntime's operators do not.
     max_new_tokens: int = 0  # 0: unset, max_length applies
     min_new_tokens: int = 0
+    #: Sampling graphs only: defaults of the temperature / top_k / top_p inputs (transformers' neutral values
+    #: 1.0 / 0 / 1.0 switch a warper off).
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
     rules: str = field(default="transformers", init=False)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"mode": self.mode.value, "early_stopping": self.early_stopping.value,
-                               "eos_token_ids": list(self.eos_token_ids)}
+                               "eos_token_ids": list(self.eos_token_ids), "eos_token_id": self.eos_token_ids[0]}
 
     @property
     def fill_token_id(self) -> int:
@@ -101,13 +118,22 @@ class HfOptions:
     eos_token_ids: tuple[int, ...] | None = None
     max_new_tokens: int = 0
     min_new_tokens: int = 0
+    #: Sampling defaults (graph inputs); top_k has no onnxruntime counterpart.
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
 
-    def spec(self, mode: Any, dims: Any, no_repeat_ngram_size: int = 0) -> HfSearchSpec:
-        """The graph spec for a `SearchMode` and the decoder's `DecoderDims`."""
+    def spec(self, mode: Any, dims: Any, no_repeat_ngram_size: int = 0, num_beams: int = 1) -> HfSearchSpec:
+        """The graph spec for a `SearchMode` and the decoder's `DecoderDims`; sampling with num_beams > 1 is
+        beam sampling (generate(do_sample=True, num_beams=n))."""
+        hf_mode = HfMode(str(mode))
+        if hf_mode is HfMode.SAMPLE and num_beams > 1:
+            hf_mode = HfMode.BEAM_SAMPLE
         return HfSearchSpec(
-            HfMode(str(mode)), self.eos_token_ids or (dims.eos_token_id,), dims.pad_token_id, dims.vocab_size,
+            hf_mode, self.eos_token_ids or (dims.eos_token_id,), dims.pad_token_id, dims.vocab_size,
             early_stopping=self.early_stopping, no_repeat_ngram_size=no_repeat_ngram_size,
             max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
         )
 
     def non_default(self) -> list[str]:
@@ -121,6 +147,8 @@ class HfOptions:
             flags.append("--max-new-tokens")
         if self.min_new_tokens:
             flags.append("--min-new-tokens")
+        if self.top_k:
+            flags.append("--top-k")
         return flags
 
 
@@ -139,9 +167,11 @@ def check_rules(rules: str, mode: Any, options: HfOptions | None) -> HfOptions |
                 f"{', '.join(refused)} cannot be honoured by onnxruntime's search operators",
                 "use --rules transformers (generate's own rules in standard ONNX)")
         return None
-    if str(mode) not in {m.value for m in HfMode}:
-        raise GenExportError(f"--search {mode} is not built with transformers' rules yet",
-                             "use --rules onnxruntime for sampling graphs")
+    if options.top_k < 0:
+        raise GenExportError(f"top_k {options.top_k} is negative", "use --top-k 0 (off) or a positive count")
+    if options.top_k and str(mode) != HfMode.SAMPLE.value:
+        raise GenExportError(f"top_k only applies to sampling, not to {mode} search",
+                             "use --search sampling, or drop --top-k")
     return options
 
 
@@ -150,10 +180,14 @@ BEAM_INPUTS = ["input_ids", "max_length", "min_length", "num_beams", "num_return
                "repetition_penalty", "attention_mask", "max_new_tokens", "min_new_tokens"]
 GREEDY_INPUTS = ["input_ids", "max_length", "min_length", "repetition_penalty", "attention_mask",
                  "max_new_tokens", "min_new_tokens"]
+SAMPLING_INPUTS = ["seed", "temperature", "top_k", "top_p"]
+#: Inputs with a default initializer of the same name (a caller may leave them out).
+DEFAULTED_INPUTS = ["max_new_tokens", "min_new_tokens", *SAMPLING_INPUTS]
 
 
 def hf_graph_inputs(mode: HfMode) -> list[str]:
-    return list(BEAM_INPUTS if mode is HfMode.BEAM else GREEDY_INPUTS)
+    names = list(BEAM_INPUTS if mode.beams else GREEDY_INPUTS)
+    return names + SAMPLING_INPUTS if mode.sampling else names
 
 
 class _Graph:
@@ -255,6 +289,63 @@ def _process(g: _Graph, scores: str, seqs: str, cur_len: str, min_len_eff: str, 
     too_short = g.op("Less", cur_len, min_len_eff)
     ban = g.op("And", g.const(eos_mask, bool), too_short)
     return g.op("Where", ban, g.scalar(-np.inf, np.float32), scores)
+
+
+def _warpers(g: _Graph, scores: str, min_keep: int, vocab: int) -> str:
+    """TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper (in generate's order) on (R, V) scores.
+
+    Neutral values are exact identities (x / 1; top_k 0 keeps all V; top_p 1 removes only tokens whose softmax is
+    already 0), so one graph serves requests with and without each warper.
+    """
+    scores = g.op("Div", scores, g.squeeze("temperature", 0))
+    top_k = g.cast("top_k", TensorProto.INT64)  # [1]
+    vocab_1 = g.i64(vocab)
+    k = g.op("Where", g.op("Greater", top_k, g.i64(0)),
+             g.op("Min", g.op("Max", top_k, g.i64(min_keep)), vocab_1), vocab_1)
+    kth = g.op("Gather", g.op("TopK", scores, k, axis=-1, largest=1, sorted=1, outputs=2)[0],
+               g.op("Sub", k, g.i64(1)), axis=1)  # (R, 1)
+    scores = g.op("Where", g.op("Less", scores, kth), g.scalar(-np.inf, np.float32), scores)
+    ascending, order = g.op("TopK", scores, vocab_1, axis=-1, largest=0, sorted=1, outputs=2)
+    cumulative = g.op("CumSum", g.op("Softmax", ascending, axis=-1), g.scalar(1, np.int64))
+    # 1 - top_p as Python computes it (double), compared in float32.
+    cut = g.cast(g.op("Sub", g.scalar(1.0, np.float64), g.cast(g.squeeze("top_p", 0), TensorProto.DOUBLE)),
+                 TensorProto.FLOAT)
+    remove = g.op("LessOrEqual", cumulative, cut)
+    tail = g.op("GreaterOrEqual", g.op("Range", g.scalar(0, np.int64), g.scalar(vocab, np.int64),
+                                       g.scalar(1, np.int64)), g.scalar(vocab - min_keep, np.int64))
+    remove = g.cast(g.op("And", remove, g.op("Not", tail)), TensorProto.FLOAT)
+    removed = g.op("ScatterElements", g.op("Mul", scores, g.scalar(0.0, np.float32)), order, remove, axis=1)
+    return g.op("Where", g.cast(removed, TensorProto.BOOL), g.scalar(-np.inf, np.float32), scores)
+
+
+#: Counter-based PRNG modulus (a prime below 2^31: every product of two residues fits in int64).
+PRNG_MODULUS = 2_147_483_647
+
+
+def _uniform(g: _Graph, seed: str, step: str, index: str) -> str:
+    """Uniform (0, 1) float32 noise from (request seed, step, element index), integer ops only.
+
+    RandomUniform's seed is an attribute (one stream per session), so a per-request seed cannot go through it.
+    The hash mixes multiplicative (MINSTD) rounds with squarings mod 2^31 - 1, all in int64 without overflow;
+    the same (seed, step, index) always gives the same value, in any batch composition of the same shape.
+    """
+    m = g.scalar(PRNG_MODULUS, np.int64)
+
+    def mod(x: str) -> str:
+        return g.op("Mod", x, m)
+
+    key = mod(g.op("Add", mod(g.op("Mul", mod(seed), g.scalar(16807, np.int64))),
+                   mod(g.op("Mul", step, g.scalar(48271, np.int64)))))
+    key = mod(g.op("Add", g.op("Mul", key, key), g.scalar(1_013_904_223, np.int64)))
+    x = mod(g.op("Add", g.op("Add", mod(index), key), g.scalar(1, np.int64)))
+    x = mod(g.op("Mul", x, g.scalar(48271, np.int64)))
+    x = mod(g.op("Add", g.op("Mul", x, x), key))
+    x = mod(g.op("Add", g.op("Mul", x, g.scalar(69621, np.int64)), g.scalar(12345, np.int64)))
+    x = mod(g.op("Add", g.op("Mul", x, x), g.scalar(2_654_435_761 % PRNG_MODULUS, np.int64)))
+    x = mod(g.op("Mul", x, g.scalar(16807, np.int64)))
+    u = g.op("Div", g.op("Add", g.cast(x, TensorProto.DOUBLE), g.scalar(0.5, np.float64)),
+             g.scalar(float(PRNG_MODULUS), np.float64))
+    return g.cast(u, TensorProto.FLOAT)
 
 
 def _no_repeat_ngram(g: _Graph, scores: str, seqs: str, cur_len: str, n: int, vocab: int) -> str:
@@ -419,9 +510,24 @@ def _beam_body(spec: HfSearchSpec, dec: _Decoder, v: dict[str, str], vocab: int)
     log_probs = b.op("LogSoftmax", logits, axis=-1)
     flat_seq = b.op("Reshape", "b_run_seq", b.concat(R, b.unsqueeze(cur_len, 0)))
     log_probs = _process(b, log_probs, flat_seq, cur_len, v["MIN"], v["rep"], spec, vocab)
+    if spec.mode.sampling:
+        log_probs = _warpers(b, log_probs, 1 + len(spec.eos_token_ids), vocab)
     acc = b.op("Add", b.op("Reshape", log_probs, b.concat(B, K1, b.i64(vocab))), b.unsqueeze("b_run_scores", 2))
     acc = b.op("Reshape", acc, b.concat(B, b.i64(-1)))  # (B, K*V)
-    topk_lp, topk_idx = b.op("TopK", acc, keep, axis=-1, largest=1, sorted=1, outputs=2)
+    if spec.mode.sampling:
+        # multinomial(softmax(acc), beams_to_keep) without replacement == top-k of acc + Gumbel noise (Plackett-
+        # Luce); then sorted by log-prob descending, as transformers 5 does (4.57 keeps the draw order).
+        index = b.op("Reshape", b.op("Range", b.scalar(0, np.int64), b.op("Mul", b.squeeze(B, 0),
+                                                                            b.op("Mul", K, b.scalar(vocab, np.int64))),
+                                      b.scalar(1, np.int64)), b.op("Shape", acc))
+        u = _uniform(b, v["seed"], "b_iter", index)
+        gumbel = b.op("Neg", b.op("Log", b.op("Neg", b.op("Log", u))))
+        _, drawn = b.op("TopK", b.op("Add", acc, gumbel), keep, axis=-1, largest=1, sorted=1, outputs=2)
+        drawn_lp = b.op("GatherElements", acc, drawn, axis=1)
+        topk_lp, order = b.op("TopK", drawn_lp, keep, axis=-1, largest=1, sorted=1, outputs=2)
+        topk_idx = b.op("GatherElements", drawn, order, axis=1)
+    else:
+        topk_lp, topk_idx = b.op("TopK", acc, keep, axis=-1, largest=1, sorted=1, outputs=2)
     V = b.scalar(vocab, np.int64)
     src_beam = b.op("Div", topk_idx, V)
     tokens = b.op("Mod", topk_idx, V)
@@ -529,7 +635,17 @@ def _greedy_body(spec: HfSearchSpec, dec: _Decoder, v: dict[str, str], vocab: in
     next_len = b.op("Add", cur_len, b.scalar(1, np.int64))
     logits, presents = _decoder_step(b, dec, "b_dec_ids", "b_dec_pos", "b_dec_mask", layer_names)
     scores = _process(b, logits, "b_seq", cur_len, v["MIN"], v["rep"], spec, vocab)
-    tokens = b.op("ArgMax", scores, axis=-1, keepdims=0)  # first maximum, as torch.argmax
+    if spec.mode.sampling:
+        # multinomial(softmax(scores), 1) by inverse CDF: one uniform per row and step; a token whose
+        # probability is 0 can never be the first whose cumulative mass exceeds u * total.
+        cumulative = b.op("CumSum", b.op("Softmax", _warpers(b, scores, 1, vocab), axis=-1), b.scalar(1, np.int64))
+        total = b.op("Slice", cumulative, b.i64(-1), b.i64(vocab), b.i64(1))  # (R, 1)
+        rows = b.op("Range", b.scalar(0, np.int64), b.squeeze(v["R"], 0), b.scalar(1, np.int64))
+        u = b.unsqueeze(_uniform(b, v["seed"], "b_iter", rows), 1)
+        below = b.cast(b.op("LessOrEqual", cumulative, b.op("Mul", u, total)), TensorProto.INT64)
+        tokens = b.op("Min", b.reduce("ReduceSum", below, [1], keepdims=0), b.scalar(vocab - 1, np.int64))
+    else:
+        tokens = b.op("ArgMax", scores, axis=-1, keepdims=0)  # first maximum, as torch.argmax
     tokens = b.op("Where", "b_unfinished", tokens, b.scalar(spec.pad_token_id, np.int64))
     seq = b.concat("b_seq", b.unsqueeze(tokens, 1), axis=1)
     stop = b.op("Or", _is_eos(b, tokens, spec.eos_token_ids), b.op("GreaterOrEqual", next_len, L))
@@ -559,9 +675,15 @@ def build_hf_search_model(decoder_onnx: Path, spec: HfSearchSpec) -> onnx.ModelP
     dec = _Decoder.load(decoder_onnx)
     vocab = spec.vocab_size
     g = _Graph("outer", dec.opset)
-    beam = spec.mode is HfMode.BEAM
+    beam = spec.mode.beams
     beams = g.squeeze(g.cast("num_beams", TensorProto.INT64), 0) if beam else None
     v = _prologue(g, spec, dec, beams)
+    if spec.mode.sampling:
+        # seed < 0: a fresh random key per call (RandomUniform without a seed attribute).
+        seed = g.squeeze(g.cast("seed", TensorProto.INT64), 0)
+        fresh = g.squeeze(g.cast(g.op("Floor", g.op("RandomUniform", dtype=TensorProto.DOUBLE, shape=[1],
+                                                    high=float(PRNG_MODULUS - 1))), TensorProto.INT64), 0)
+        v["seed"] = g.op("Where", g.op("Less", seed, g.scalar(0, np.int64)), fresh, seed)
     layers = dec.num_layers
     if beam:
         B, K = v["B"], v["K"]
@@ -601,7 +723,8 @@ def build_hf_search_model(decoder_onnx: Path, spec: HfSearchSpec) -> onnx.ModelP
         "max_length": TensorProto.INT32, "min_length": TensorProto.INT32, "num_beams": TensorProto.INT32,
         "num_return_sequences": TensorProto.INT32, "length_penalty": TensorProto.FLOAT,
         "repetition_penalty": TensorProto.FLOAT, "max_new_tokens": TensorProto.INT32,
-        "min_new_tokens": TensorProto.INT32,
+        "min_new_tokens": TensorProto.INT32, "seed": TensorProto.INT32, "temperature": TensorProto.FLOAT,
+        "top_k": TensorProto.INT32, "top_p": TensorProto.FLOAT,
     }
     inputs = []
     for name in hf_graph_inputs(spec.mode):
@@ -611,6 +734,11 @@ def build_hf_search_model(decoder_onnx: Path, spec: HfSearchSpec) -> onnx.ModelP
             inputs.append(_tensor_input(name, scalar_inputs[name], [1]))
     defaults = [numpy_helper.from_array(np.array([spec.max_new_tokens], np.int32), "max_new_tokens"),
                 numpy_helper.from_array(np.array([spec.min_new_tokens], np.int32), "min_new_tokens")]
+    if spec.mode.sampling:
+        defaults += [numpy_helper.from_array(np.array([-1], np.int32), "seed"),
+                     numpy_helper.from_array(np.array([spec.temperature], np.float32), "temperature"),
+                     numpy_helper.from_array(np.array([spec.top_k], np.int32), "top_k"),
+                     numpy_helper.from_array(np.array([spec.top_p], np.float32), "top_p")]
     graph = helper.make_graph(g.nodes, f"{spec.mode.value}_search_transformers_rules", inputs, outputs,
                               initializer=[*defaults, *dec.model.graph.initializer])
     model = helper.make_model(graph, opset_imports=list(dec.model.opset_import),

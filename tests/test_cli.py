@@ -72,7 +72,7 @@ def test_missing_tokenizer(tiny_biogpt: Path, tmp_path: Path) -> None:
         (["--max-length", "100000"], "max_position_embeddings"),
         (["--early-stopping", "true"], "--rules transformers"),
         (["--rules", "magic"], "unknown rules"),
-        (["--rules", "transformers", "--search", "sampling"], "--rules onnxruntime"),
+        (["--search", "sampling", "--top-k", "50"], "--rules transformers"),
         (["--search", "nucleus"], "unknown search"),
     ],
 )

@@ -23,6 +23,7 @@ from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.demo import DEMO_PROMPTS
 from gen_export.generation import export_generation
 from gen_export.hf_parity import HfCase, HfParityReport, hf_matrix, run_hf_parity
+from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
 from gen_export.hf_search import (
     EarlyStopping,
     HfMode,
@@ -230,6 +231,67 @@ def test_rules_flags_are_refused_by_the_other_family(tmp_path: Path, harnesses: 
 
     with pytest.raises(GenExportError, match="--rules transformers"):
         export_generation(cached_biogpt("tiny"), tmp_path / "a", hf_options=HfOptions(min_new_tokens=3))
-    with pytest.raises(GenExportError, match="--rules onnxruntime"):
-        export_generation(cached_biogpt("tiny"), tmp_path / "b", rules="transformers", mode=SearchMode.SAMPLING)
+    with pytest.raises(GenExportError, match="--rules transformers"):
+        export_generation(cached_biogpt("tiny"), tmp_path / "b", mode=SearchMode.SAMPLING,
+                          hf_options=HfOptions(top_k=50))
+    with pytest.raises(GenExportError, match="--search sampling"):
+        export_generation(cached_biogpt("tiny"), tmp_path / "b", rules="transformers", hf_options=HfOptions(top_k=5))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(("kind", "mode", "settings"), [
+    ("biogpt", HfMode.SAMPLE, SamplingSettings(temperature=1.3, top_k=5, top_p=0.9)),
+    ("opt", HfMode.SAMPLE, SamplingSettings(temperature=0.8, top_k=8, top_p=0.95, repetition_penalty=1.2)),
+    # The seed document's generate(do_sample=True, top_k=50, top_p=0.95, num_beams=5).
+    ("biogpt", HfMode.BEAM_SAMPLE, SamplingSettings(top_k=50, top_p=0.95, num_beams=5, num_return_sequences=2)),
+    ("gpt2", HfMode.BEAM_SAMPLE, SamplingSettings(temperature=1.5, top_k=20, top_p=0.9, num_beams=3)),
+])
+def test_sampling_checks_pass_and_fail_against_a_wrong_top_k(kind: str, mode: HfMode, settings: SamplingSettings,
+                                                               harnesses: dict[str, Harness]) -> None:
+    h = harnesses[kind]
+    session, spec = h.graph(mode)
+    report = run_hf_sampling_checks(session, h.model, h.tokenizer, spec, DEMO_PROMPTS, settings)
+    assert report.passed, [(c.name, c.value, c.detail) for c in report.checks]
+    names = {c.name for c in report.checks}
+    assert {"same seed, same tokens", "every token inside PyTorch's top-k ∩ top-p"} <= names
+    if mode is HfMode.SAMPLE:
+        assert any(n.startswith("distribution") for n in names)
+    wrong = run_hf_sampling_checks(session, h.model, h.tokenizer, spec, DEMO_PROMPTS, settings, check_top_k=1)
+    failed = {c.name for c in wrong.failures}
+    assert failed == {"every token inside PyTorch's top-k ∩ top-p"}, failed
+
+
+def test_sampling_distribution_check_fails_for_a_wrong_temperature(harnesses: dict[str, Harness]) -> None:
+    """The draws of a graph fed temperature 2.5 do not pass as PyTorch's temperature-0.7 distribution."""
+    h = harnesses["biogpt"]
+    session, spec = h.graph(HfMode.SAMPLE)
+
+    class WrongTemperature:
+        def get_inputs(self) -> Any:
+            return session.get_inputs()
+
+        def get_overridable_initializers(self) -> Any:
+            return session.get_overridable_initializers()
+
+        def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+            return session.run(names, dict(feed) | {"temperature": np.array([2.5], np.float32)})
+
+    report = run_hf_sampling_checks(WrongTemperature(), h.model, h.tokenizer, spec, DEMO_PROMPTS,
+                                    SamplingSettings(temperature=0.7))
+    assert {c.name for c in report.failures} >= {"distribution: total variation vs PyTorch"}
+
+
+def test_beam_sampling_export_of_the_seed_call(tmp_path: Path, harnesses: dict[str, Harness]) -> None:
+    """`--rules transformers --search sampling --num-beams 5 --top-k 50 --top-p 0.95`: one graph, checks passed."""
+    from gen_export.demo import cached_checkpoint as cached_biogpt
+    from gen_export.generation import GenerationDefaults
+
+    result = export_generation(cached_biogpt("tiny"), tmp_path / "o", mode=SearchMode.SAMPLING, rules="transformers",
+                               defaults=GenerationDefaults(num_beams=5), top_p=0.95, hf_options=HfOptions(top_k=50))
+    assert result.graph_onnx.name == "sampling.onnx"
+    assert isinstance(result.parity, HfSamplingReport) and result.parity.passed
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["settings"]["search"]["mode"] == "beam_sampling"
+    assert manifest["settings"]["search"]["top_k"] == 50
+    assert "top_k" in manifest["settings"]["graph_inputs"]
+    assert search_node_domains(result.graph_onnx)["search"] == {"ai.onnx"}
