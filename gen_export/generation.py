@@ -210,6 +210,8 @@ def export_generation(
     steps: Steps | None = None,
     rules: str = "onnxruntime",
     hf_options: HfOptions | None = None,
+    defaults_source: dict[str, str] | None = None,
+    extra_notes: list[str] | None = None,
 ) -> GenerationExportResult:
     """Export `model_dir` as one generation graph in `output`; raises on any failed check.
 
@@ -242,7 +244,7 @@ def export_generation(
     elif cases is None and parity and mode is not SearchMode.SAMPLING:
         cases = default_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults, mode, loaded.dims.max_positions,
                                no_repeat_ngram_size)
-    notes = [n for n in [length_penalty_note(defaults, mode)] if n and hf_spec is None]
+    notes = [n for n in [length_penalty_note(defaults, mode)] if n and hf_spec is None] + list(extra_notes or [])
 
     with staged_output(output, force) as staging, tempfile.TemporaryDirectory(prefix="genexport-") as scratch:
         decoder_path = Path(scratch) / DECODER_FILE
@@ -364,6 +366,8 @@ def export_generation(
                 "search": hf_spec.as_dict() if hf_spec else spec.as_dict(),
                 "graph_inputs": hf_graph_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
                 "generation_defaults": asdict(defaults),
+                # Per setting: "cli", "generation_config.json" or "genexport default" (gen_export.gen_defaults).
+                "defaults_source": defaults_source or {},
                 "precision": precision.value,
                 # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
                 "quantized_matmuls": "none" if precision is Precision.FP32 else "all but the logits projection",
