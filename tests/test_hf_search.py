@@ -10,6 +10,8 @@ batches of 3), and the same code runs for BioGPT, GPT-2 and OPT.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,3 +297,56 @@ def test_beam_sampling_export_of_the_seed_call(tmp_path: Path, harnesses: dict[s
     assert manifest["settings"]["search"]["top_k"] == 50
     assert "top_k" in manifest["settings"]["graph_inputs"]
     assert search_node_domains(result.graph_onnx)["search"] == {"ai.onnx"}
+
+
+def test_external_data_decoder_gives_an_external_data_graph(harnesses: dict[str, Harness], tmp_path: Path) -> None:
+    """A decoder kept in external data (what > 2 GB decoders are) gives a graph with its weights beside it, once."""
+    h = harnesses["opt"]
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    decoder = onnx.load(str(h.decoder))
+    onnx.save_model(decoder, str(folder / "decoder.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="decoder.onnx.data", size_threshold=0)
+    spec = HfSearchSpec(HfMode.BEAM, (h.dims.eos_token_id,), h.dims.pad_token_id, h.dims.vocab_size)
+    graph = build_hf_search_graph(folder / "decoder.onnx", folder / "beam_search.onnx", spec)
+    data = folder / "beam_search.onnx.data"
+    # Tensors under 1 KB stay inline (size_threshold); the weights go to the data file.
+    assert data.is_file() and data.stat().st_size > 0.9 * (folder / "decoder.onnx.data").stat().st_size
+    assert graph.stat().st_size < data.stat().st_size
+    cases = [_case(h, "batch, lp 0.6", BATCH_A, num_beams=3, num_return_sequences=2, length_penalty=0.6)]
+    report = run_hf_parity(cases, make_session(graph), h.model, h.tokenizer, spec, h.dims.max_positions)
+    _assert_identical(report)
+
+
+def test_optimized_int8_graph_and_triton_repository(harnesses: dict[str, Harness], tmp_path: Path) -> None:
+    """--optimize (com.microsoft attention inside the decoder only) and int8 compose; the Triton writer takes it."""
+    from gen_export.demo import cached_checkpoint as cached_biogpt
+    from gen_export.precision import Precision
+    from gen_export.triton import write_generator_repository
+
+    h = harnesses["biogpt"]
+    cases = [_case(h, "batch, lp 1, nrs 2", BATCH_A, num_beams=4, num_return_sequences=2)]
+    result = export_generation(cached_biogpt("tiny"), tmp_path / "o", rules="transformers", optimize=True,
+                               precision=Precision.INT8, cases=cases)
+    assert isinstance(result.parity, HfParityReport) and result.parity.passed
+    domains = search_node_domains(result.graph_onnx)
+    assert domains["search"] == {"ai.onnx"} and "com.microsoft" in domains["decoder"]
+    repo = write_generator_repository(result.output, tmp_path / "repo", backend="onnxruntime")
+    model_file = repo.root / f"{repo.ensemble}_generator" / "1" / "model.onnx"
+    model = onnx.load(str(model_file), load_external_data=False)
+    assert model.ir_version <= 10  # what Triton 25.03's onnxruntime 1.20.1 loads
+    ids = np.array([[5, 6, 7], [1, 8, 9]], np.int32)
+    feed = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int32), "max_length": np.array([12], np.int32),
+            "min_length": np.array([0], np.int32), "num_beams": np.array([2], np.int32),
+            "num_return_sequences": np.array([2], np.int32), "length_penalty": np.array([1.0], np.float32),
+            "repetition_penalty": np.array([1.0], np.float32)}
+    sequences, scores = make_session(model_file).run(None, feed)
+    assert sequences.shape[:2] == (2, 2) and scores.shape == (2, 2)
+    if "GENEXPORT_OLD_ORT_PYTHON" in os.environ:  # the official container's onnxruntime (1.20.1) runs it too
+        np.savez(tmp_path / "feed.npz", **feed)
+        script = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1]); "
+                  "f = dict(np.load(sys.argv[2])); print(s.run(None, f)[0].ravel().tolist())")
+        run = subprocess.run([os.environ["GENEXPORT_OLD_ORT_PYTHON"], "-c", script, str(model_file),
+                              str(tmp_path / "feed.npz")], capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads(run.stdout) == sequences.ravel().tolist()
