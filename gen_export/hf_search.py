@@ -441,12 +441,13 @@ def _prologue(g: _Graph, spec: HfSearchSpec, dec: _Decoder, beams: str | None) -
     v["P"] = g.squeeze(g.shape_of(ids, 1, 2), 0)  # scalar
     new_max = g.squeeze(g.cast("max_new_tokens", TensorProto.INT64), 0)
     max_len = g.squeeze(g.cast("max_length", TensorProto.INT64), 0)
-    # generate: max_new_tokens (when set) wins over max_length; min_new_tokens adds to min_length's processor.
+    # generate: max_new_tokens (when set) wins over max_length.
     v["L"] = g.op("Where", g.op("Greater", new_max, g.scalar(0, np.int64)),
                   g.op("Add", v["P"], new_max), max_len)
     min_new = g.squeeze(g.cast("min_new_tokens", TensorProto.INT64), 0)
     min_len = g.squeeze(g.cast("min_length", TensorProto.INT64), 0)
-    v["MIN"] = g.op("Max", min_len, g.op("Add", v["P"], g.op("Max", min_new, g.scalar(0, np.int64))))
+    # generate: a set min_new_tokens replaces min_length by prompt + min_new_tokens (it "takes precedence").
+    v["MIN"] = g.op("Where", g.op("Greater", min_new, g.scalar(0, np.int64)), g.op("Add", v["P"], min_new), min_len)
     v["rep"] = g.squeeze("repetition_penalty", 0)
     if beams is not None:
         v["K"] = beams

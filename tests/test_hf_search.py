@@ -111,6 +111,9 @@ def test_beam_matrix_equals_generate(kind: str, harnesses: dict[str, Harness]) -
         _case(h, "batch a, lp 2.0, nrs 2, cut at +4", BATCH_A, new=4, num_beams=4, num_return_sequences=2,
               length_penalty=2.0),
     ]
+    # min_length and min_new_tokens both set: generate lets min_new_tokens take precedence.
+    plen = int(h.tokenizer(list(BATCH_B), return_tensors="pt", padding=True)["input_ids"].shape[1])
+    cases.append(_case(h, "min_length +14 and min_new 2", BATCH_B, num_beams=2, min_length=plen + 14, min_new=2))
     report = h.parity(cases)
     _assert_identical(report)
     plens = [r.prompt_tokens for r in report.results]
