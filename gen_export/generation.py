@@ -29,7 +29,7 @@ from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.fusion import optimize_decoder
 from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
 from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
-from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_graph_inputs
+from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_fed_inputs, hf_graph_inputs
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
@@ -364,7 +364,10 @@ def export_generation(
                 "dims": asdict(loaded.dims),
                 "rules": rules,
                 "search": hf_spec.as_dict() if hf_spec else spec.as_dict(),
-                "graph_inputs": hf_graph_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
+                "graph_inputs": hf_fed_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
+                # transformers rules: inputs with a default initializer (fed only by callers that name them).
+                "defaulted_inputs": [n for n in hf_graph_inputs(hf_spec.mode) if n not in hf_fed_inputs(hf_spec.mode)]
+                if hf_spec else [],
                 "generation_defaults": asdict(defaults),
                 # Per setting: "cli", "generation_config.json" or "genexport default" (gen_export.gen_defaults).
                 "defaults_source": defaults_source or {},

@@ -190,6 +190,12 @@ def hf_graph_inputs(mode: HfMode) -> list[str]:
     return names + SAMPLING_INPUTS if mode.sampling else names
 
 
+def hf_fed_inputs(mode: HfMode) -> list[str]:
+    """The inputs a client (and the Triton tokenizer model) feeds: today's graphs' inputs, `seed` for sampling.
+    The other new inputs keep their defaults unless a caller names them."""
+    return [n for n in hf_graph_inputs(mode) if n == "seed" or n not in DEFAULTED_INPUTS]
+
+
 class _Graph:
     """A list of nodes with generated value names; `op(...)` returns the output name(s)."""
 

@@ -218,6 +218,10 @@ def test_export_generation_with_transformers_rules(tmp_path: Path, harnesses: di
     assert settings["rules"] == "transformers"
     assert settings["search"]["early_stopping"] == "never"
     assert settings["search"]["max_new_tokens"] == 9
+    # What clients and the Triton tokenizer feed stays today's interface; the new inputs keep their defaults.
+    assert settings["graph_inputs"] == ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences",
+                                        "length_penalty", "repetition_penalty", "attention_mask"]
+    assert settings["defaulted_inputs"] == ["max_new_tokens", "min_new_tokens"]
     assert manifest["parity"]["counts"] == {"match": len(result.parity.results), "MISMATCH": 0}
     # Today's inputs alone still run (the new ones have defaults): max_new_tokens=9 applies.
     session = make_session(result.graph_onnx)
@@ -298,7 +302,8 @@ def test_beam_sampling_export_of_the_seed_call(tmp_path: Path, harnesses: dict[s
     manifest = json.loads(result.manifest.read_text())
     assert manifest["settings"]["search"]["mode"] == "beam_sampling"
     assert manifest["settings"]["search"]["top_k"] == 50
-    assert "top_k" in manifest["settings"]["graph_inputs"]
+    assert "seed" in manifest["settings"]["graph_inputs"]
+    assert {"top_k", "top_p", "temperature"} <= set(manifest["settings"]["defaulted_inputs"])
     assert search_node_domains(result.graph_onnx)["search"] == {"ai.onnx"}
 
 
