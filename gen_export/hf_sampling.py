@@ -95,12 +95,14 @@ class HfSamplingReport:
 
 
 def reference_processors(spec: HfSearchSpec, settings: SamplingSettings, prompt_len: int,
-                         top_p_slack: float = 0.0) -> LogitsProcessorList:
-    """The processors `generate(do_sample=True, ...)` builds for these settings, in its order."""
+                         top_p_slack: float = 0.0, pad_len: int = 0) -> LogitsProcessorList:
+    """The processors `generate(do_sample=True, ...)` builds for these settings, in its order, for one row with
+    `pad_len` tokens of left padding."""
     eos = torch.tensor(spec.eos_token_ids)
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+        ignore = {"prompt_ignore_length": pad_len} if spec.repetition_penalty_ignores_padding and pad_len else {}
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty, **ignore))
     if spec.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(spec.no_repeat_ngram_size))
     if settings.min_new_tokens > 0:
@@ -150,10 +152,10 @@ def support_violations(model: PreTrainedModel, spec: HfSearchSpec, settings: Sam
 
     `mask` is the prompt's attention mask per row of `sequences` (beam rows repeat their prompt's).
     """
-    processors = reference_processors(spec, settings, prompt_len, top_p_slack)
     eos = set(spec.eos_token_ids)
     violations = checked = 0
     for row, row_mask in zip(sequences, mask, strict=True):
+        processors = reference_processors(spec, settings, prompt_len, top_p_slack, int(np.argmax(row_mask != 0)))
         generated = row[prompt_len:].tolist()
         length = next((i + 1 for i, t in enumerate(generated) if t in eos), len(generated))
         ids = torch.tensor(row[: prompt_len + length], dtype=torch.int64)[None]
@@ -184,7 +186,8 @@ def _distribution(model: PreTrainedModel, session: Any, tokenizer: Any, spec: Hf
         mask = torch.tensor(encoded["attention_mask"][:1], dtype=torch.int64)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=ort_position_ids(mask),
                        use_cache=False).logits[:, -1].float()
-        scores = reference_processors(spec, one_step, plen)(ids, logits)
+        scores = reference_processors(spec, one_step, plen, 0, int(np.argmax(encoded["attention_mask"][0] != 0)))(
+            ids, logits)
         probs = torch.softmax(scores, dim=-1)[0].numpy().astype(np.float64)
     order = np.argsort(-probs)
     bins = [int(t) for t in order[:MAX_BINS] if probs[t] * draws >= MIN_EXPECTED]

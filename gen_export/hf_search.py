@@ -62,6 +62,12 @@ class EarlyStopping(StrEnum):
         return {EarlyStopping.FALSE: False, EarlyStopping.TRUE: True, EarlyStopping.NEVER: "never"}[self]
 
 
+def transformers_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("transformers").split(".")[0])
+
+
 class HfMode(StrEnum):
     BEAM = "beam"
     GREEDY = "greedy"
@@ -97,6 +103,9 @@ class HfSearchSpec:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    #: transformers 5 passes `prompt_ignore_length` = each row's left padding to RepetitionPenaltyLogitsProcessor
+    #: (pad positions are not penalised); 4.57 penalises every token of input_ids. Follows the installed version.
+    repetition_penalty_ignores_padding: bool = field(default_factory=lambda: transformers_major() >= 5)
     rules: str = field(default="transformers", init=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -277,15 +286,29 @@ class _Graph:
 # Logits processors (transformers' order: repetition penalty, no-repeat-ngram, min length / min new tokens)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _process(g: _Graph, scores: str, seqs: str, cur_len: str, min_len_eff: str, repetition_penalty: str,
-             spec: HfSearchSpec, vocab: int) -> str:
+def _process(g: _Graph, scores: str, seqs: str, cur_len: str, v: dict[str, str], spec: HfSearchSpec,
+             vocab: int) -> str:
     """scores (R, V) float, seqs (R, cur_len) int64 -> processed scores."""
+    min_len_eff, repetition_penalty = v["MIN"], v["rep"]
     # RepetitionPenaltyLogitsProcessor: gather, where(score < 0, score * p, score / p), scatter back. Duplicate
     # indices carry the same value, so the scatter order does not matter. p = 1 is an exact identity.
-    picked = g.op("GatherElements", scores, seqs, axis=1)
-    penalized = g.op("Where", g.op("Less", picked, g.scalar(0.0, np.float32)),
-                     g.op("Mul", picked, repetition_penalty), g.op("Div", picked, repetition_penalty))
-    scores = g.op("ScatterElements", scores, seqs, penalized, axis=1)
+    if spec.repetition_penalty_ignores_padding:
+        # transformers 5: positions before the row's first real token point at a spare column V, dropped after.
+        positions = g.op("Range", g.scalar(0, np.int64), cur_len, g.scalar(1, np.int64))
+        ids = g.op("Where", g.op("Less", positions, v["pad_len"]), g.scalar(vocab, np.int64), seqs)
+        spare = g.op("ConstantOfShape", g.concat(g.shape_of(scores, 0, 1), g.i64(1)),
+                     value=numpy_helper.from_array(np.zeros(1, np.float32)))
+        wide = g.concat(scores, spare, axis=1)
+        picked = g.op("GatherElements", wide, ids, axis=1)
+        penalized = g.op("Where", g.op("Less", picked, g.scalar(0.0, np.float32)),
+                         g.op("Mul", picked, repetition_penalty), g.op("Div", picked, repetition_penalty))
+        scores = g.op("Slice", g.op("ScatterElements", wide, ids, penalized, axis=1), g.i64(0), g.i64(vocab),
+                      g.i64(1))
+    else:
+        picked = g.op("GatherElements", scores, seqs, axis=1)
+        penalized = g.op("Where", g.op("Less", picked, g.scalar(0.0, np.float32)),
+                         g.op("Mul", picked, repetition_penalty), g.op("Div", picked, repetition_penalty))
+        scores = g.op("ScatterElements", scores, seqs, penalized, axis=1)
     n = spec.no_repeat_ngram_size
     if n > 0:
         scores = _no_repeat_ngram(g, scores, seqs, cur_len, n, vocab)
@@ -470,6 +493,9 @@ def _prologue(g: _Graph, spec: HfSearchSpec, dec: _Decoder, beams: str | None) -
     positions = g.op("Max", g.op("Mul", g.op("Sub", g.op("CumSum", mask_flat, g.scalar(1, np.int64)),
                                                 g.scalar(1, np.int64)), mask_flat), g.scalar(0, np.int64))
     flat_ids = ids if beams is None else g.op("Reshape", v["ids3"], flat_shape)
+    # Left padding per row (index of the first real token), as transformers 5's repetition penalty skips it.
+    v["pad_len"] = g.cast(g.op("ArgMax", g.cast(g.op("Not", g.op("Equal", mask_flat, g.scalar(0, np.int64))),
+                                                 TensorProto.INT32), axis=1, keepdims=1), TensorProto.INT64)
     v["dec_ids"] = g.cast(flat_ids, dec.ids_type)
     v["dec_pos"] = g.cast(positions, dec.ids_type)
     v["dec_mask"] = g.cast(mask_flat, dec.ids_type)
@@ -516,7 +542,7 @@ def _beam_body(spec: HfSearchSpec, dec: _Decoder, v: dict[str, str], vocab: int)
     logits, presents = _decoder_step(b, dec, "b_dec_ids", "b_dec_pos", "b_dec_mask", layer_names)
     log_probs = b.op("LogSoftmax", logits, axis=-1)
     flat_seq = b.op("Reshape", "b_run_seq", b.concat(R, b.unsqueeze(cur_len, 0)))
-    log_probs = _process(b, log_probs, flat_seq, cur_len, v["MIN"], v["rep"], spec, vocab)
+    log_probs = _process(b, log_probs, flat_seq, cur_len, v, spec, vocab)
     if spec.mode.sampling:
         log_probs = _warpers(b, log_probs, 1 + len(spec.eos_token_ids), vocab)
     acc = b.op("Add", b.op("Reshape", log_probs, b.concat(B, K1, b.i64(vocab))), b.unsqueeze("b_run_scores", 2))
@@ -641,7 +667,7 @@ def _greedy_body(spec: HfSearchSpec, dec: _Decoder, v: dict[str, str], vocab: in
     cur_len = b.op("Add", P, "b_iter")
     next_len = b.op("Add", cur_len, b.scalar(1, np.int64))
     logits, presents = _decoder_step(b, dec, "b_dec_ids", "b_dec_pos", "b_dec_mask", layer_names)
-    scores = _process(b, logits, "b_seq", cur_len, v["MIN"], v["rep"], spec, vocab)
+    scores = _process(b, logits, "b_seq", cur_len, v, spec, vocab)
     if spec.mode.sampling:
         # multinomial(softmax(scores), 1) by inverse CDF: one uniform per row and step; a token whose
         # probability is 0 can never be the first whose cumulative mass exceeds u * total.

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import torch
 from fixtures_decoders import WrongMinLengthSession, cached_checkpoint
 
 from gen_export.decoder import export_decoder_onnx, load_decoder
@@ -54,11 +55,11 @@ class Harness:
     graphs: dict[tuple[Any, ...], tuple[Any, HfSearchSpec]]
 
     def graph(self, mode: HfMode, early_stopping: EarlyStopping = EarlyStopping.FALSE,
-              eos: tuple[int, ...] | None = None, ngram: int = 0) -> tuple[Any, HfSearchSpec]:
-        key = (mode, early_stopping, eos, ngram)
+              eos: tuple[int, ...] | None = None, ngram: int = 0, **spec_fields: Any) -> tuple[Any, HfSearchSpec]:
+        key = (mode, early_stopping, eos, ngram, tuple(sorted(spec_fields.items())))
         if key not in self.graphs:
             spec = HfSearchSpec(mode, eos or (self.dims.eos_token_id,), self.dims.pad_token_id, self.dims.vocab_size,
-                                early_stopping=early_stopping, no_repeat_ngram_size=ngram)
+                                early_stopping=early_stopping, no_repeat_ngram_size=ngram, **spec_fields)
             path = self.folder / f"{mode.value}-{early_stopping.value}-{len(self.graphs)}.onnx"
             build_hf_search_graph(self.decoder, path, spec)
             self.graphs[key] = (make_session(path), spec)
@@ -358,3 +359,57 @@ def test_optimized_int8_graph_and_triton_repository(harnesses: dict[str, Harness
                               str(tmp_path / "feed.npz")], capture_output=True, text=True, timeout=120, check=False)
         assert run.returncode == 0, run.stderr[-3000:]
         assert json.loads(run.stdout) == sequences.ravel().tolist()
+
+
+class _PaddingAwareRepetitionPenalty:
+    """transformers 5's repetition penalty (left padding not penalised), for generate on transformers 4.57."""
+
+    def __init__(self, penalty: float, padding: torch.Tensor) -> None:
+        self.penalty, self.padding = penalty, padding
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        vocab = scores.shape[-1]
+        padding = self.padding.repeat_interleave(input_ids.shape[0] // self.padding.shape[0])
+        positions = torch.arange(input_ids.shape[1])
+        ids = input_ids.masked_fill(positions[None, :] < padding[:, None], vocab)
+        wide = torch.nn.functional.pad(scores, (0, 1))
+        picked = torch.gather(wide, 1, ids)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return wide.scatter(1, ids, picked)[:, :vocab]
+
+
+@pytest.mark.parametrize("ignores_padding", [True, False])
+def test_repetition_penalty_padding_rule_of_either_transformers_line(
+        ignores_padding: bool, harnesses: dict[str, Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5 skips each row's left padding in the repetition penalty, 4.57 penalises it (GPT-2: pad = EOS,
+    so it changes when sentences end). The graph follows the installed line; both rules are checked here by
+    giving generate the other line's processor where needed."""
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+    from transformers.generation.utils import GenerationMixin
+
+    from gen_export.hf_search import transformers_major
+
+    h = harnesses["gpt2"]
+    if ignores_padding != (transformers_major() >= 5):
+        original = GenerationMixin._get_logits_processor
+
+        def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+            processors = original(self, *args, **kwargs)
+            mask = kwargs["model_kwargs"]["attention_mask"]
+            padding = (mask != 0).int().argmax(dim=1) if ignores_padding else torch.zeros(len(mask), dtype=torch.int64)
+            for i, p in enumerate(processors):
+                if isinstance(p, RepetitionPenaltyLogitsProcessor):
+                    processors[i] = _PaddingAwareRepetitionPenalty(p.penalty, padding)
+            return processors
+
+        monkeypatch.setattr(GenerationMixin, "_get_logits_processor", patched)
+    beam = [_case(h, f"rep {r}, lp 1, batch {n}", batch, num_beams=3, num_return_sequences=2, repetition_penalty=r)
+            for r in (1.3, 2.0) for n, batch in (("a", BATCH_A), ("b", BATCH_B))]
+    _assert_identical(h.parity(beam, repetition_penalty_ignores_padding=ignores_padding))
+    greedy = [_case(h, f"greedy rep {r}, batch {n}", batch, repetition_penalty=r)
+              for r in (1.3, 2.0) for n, batch in (("a", BATCH_A), ("b", BATCH_B))]
+    _assert_identical(h.parity(greedy, HfMode.GREEDY, repetition_penalty_ignores_padding=ignores_padding))
+    # The cases can tell the two rules apart: the other rule's graph differs from generate somewhere.
+    other = h.parity(beam, repetition_penalty_ignores_padding=not ignores_padding)
+    other_greedy = h.parity(greedy, HfMode.GREEDY, repetition_penalty_ignores_padding=not ignores_padding)
+    assert other.mismatches or other_greedy.mismatches
