@@ -436,6 +436,15 @@ class _Decoder:
         types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
         return cls(model, len(names) - 3, types["past_0"], types["input_ids"], opset)
 
+    def logits_projection_index(self) -> int | None:
+        """Index of the node projecting the hidden state onto the vocabulary (fp32, int8 or int4), or None."""
+        from gen_export.runtime import logits_projection
+
+        node = logits_projection(self.model.graph)
+        if node is None:
+            return None
+        return next(i for i, n in enumerate(self.model.graph.node) if n is node)
+
     def body_nodes(self, inputs: dict[str, str], outputs: dict[str, str]) -> list[onnx.NodeProto]:
         """The decoder's nodes with its graph inputs/outputs renamed to the Loop body's names."""
         rename = inputs | outputs
@@ -521,7 +530,17 @@ def _decoder_step(b: _Graph, dec: _Decoder, dec_ids: str, dec_pos: str, dec_mask
     inputs = {"input_ids": dec_ids, "position_ids": dec_pos, "attention_mask": dec_mask}
     inputs |= {f"past_{i}": p for i, p in enumerate(pasts)}
     outputs = {"logits": logits} | {f"present_{i}": p for i, p in enumerate(presents)}
-    b.nodes.extend(dec.body_nodes(inputs, outputs))
+    nodes = dec.body_nodes(inputs, outputs)
+    projection = dec.logits_projection_index()
+    if projection is None:
+        b.nodes.extend(nodes)
+    else:
+        # Only the last position's logits are used: slice the hidden state before the vocabulary projection
+        # (what onnxruntime's first-step decoder does; on the prompt step it saves prompt_len - 1 projections).
+        b.nodes.extend(nodes[:projection])
+        node = nodes[projection]
+        node.input[0] = b.op("Slice", node.input[0], b.i64(-1), b.i64(np.iinfo(np.int64).max), b.i64(1))
+        b.nodes.extend(nodes[projection:])
     last = b.op("Gather", logits, b.scalar(-1, np.int64), axis=1)  # (R, V)
     return b.cast(last, TensorProto.FLOAT), presents
 

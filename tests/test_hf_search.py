@@ -196,6 +196,12 @@ def test_search_logic_is_standard_onnx_and_weights_are_shared(harnesses: dict[st
     decoder_nodes = sum(1 for n in decoder.graph.node)
     body_decoder_nodes = sum(1 for n in loop.attribute[0].g.node if not n.name.startswith("body/"))
     assert body_decoder_nodes == decoder_nodes
+    # The vocabulary projection sees only the last position (a Slice the generator inserted before it).
+    producers = {o: n for n in loop.attribute[0].g.node for o in n.output}
+    sliced = [n for n in loop.attribute[0].g.node if not n.name.startswith("body/") and n.input
+              and producers.get(n.input[0]) is not None and producers[n.input[0]].op_type == "Slice"
+              and producers[n.input[0]].name.startswith("body/")]
+    assert len(sliced) == 1 and sliced[0].op_type in ("MatMul", "Gemm"), sliced
     # New per-request inputs carry defaults, so today's feed keeps working.
     assert {"max_new_tokens", "min_new_tokens"} <= {t.name for t in graph.graph.initializer}
 
