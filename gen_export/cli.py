@@ -148,25 +148,32 @@ def beam(
     model: ModelArg = None,
     output: OutputOpt = Path("out/beam"),
     force: ForceOpt = False,
-    search: Annotated[str, typer.Option(help="Search operator: beam, greedy or sampling.")] = "beam",
-    num_beams: Annotated[int, typer.Option(help="Default num_beams input.")] = 4,
-    num_return_sequences: Annotated[int, typer.Option(help="Default num_return_sequences input.")] = 1,
+    search: Annotated[str | None, typer.Option(
+        help="beam, greedy or sampling (default: from generation_config.json's do_sample/num_beams, else beam)."
+    )] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Default num_beams input [4].")] = None,
+    num_return_sequences: Annotated[int | None, typer.Option(help="Default num_return_sequences input [1].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Default max_length input (prompt included).")] = None,
+    min_length: Annotated[int | None, typer.Option(help="Default min_length input (prompt included) [0].")] = None,
+    length_penalty: Annotated[float | None, typer.Option(help="Default length_penalty input [1.0].")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Default repetition_penalty input [1.0].")] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option(help="Fixed in the graph [0].")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling only [1.0] (onnxruntime rules: fixed in the "
+                                                           "graph; transformers rules: default input).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Sampling only: nucleus mass [1.0].")] = None,
+    early_stopping: Annotated[str | None, typer.Option(
+        help="true, false or never (transformers' meanings; --rules transformers only for true/never).")] = None,
+    rules: Annotated[str, typer.Option(
+        help="onnxruntime: fuse onnxruntime's search operator; transformers: generate's own rules in "
+             "standard ONNX (Loop), identical to model.generate.")] = "onnxruntime",
     max_new_tokens: Annotated[int | None, typer.Option(
-        help="New-token budget (transformers' max_new_tokens): the graph's default max_length becomes the longest "
-             "parity prompt plus this; `genexport run` counts it from each prompt. Not with --max-length.")] = None,
+        help="New-token budget (transformers' max_new_tokens). --rules onnxruntime: the graph's default max_length "
+             "becomes the longest parity prompt plus this (`genexport run` counts it from each prompt), not with "
+             "--max-length; --rules transformers: the graph's default max_new_tokens input.")] = None,
     min_new_tokens: Annotated[int | None, typer.Option(
-        help="Least new tokens (transformers' min_new_tokens), translated like --max-new-tokens. "
-             "Not with --min-length.")] = None,
-    max_length: Annotated[int | None, typer.Option(
-        help="Default max_length input (prompt included). Default: min(64, the model's positions).")] = None,
-    min_length: Annotated[int, typer.Option(help="Default min_length input (prompt included).")] = 0,
-    length_penalty: Annotated[float, typer.Option(help="Default length_penalty input.")] = 1.0,
-    repetition_penalty: Annotated[float, typer.Option(help="Default repetition_penalty input.")] = 1.0,
-    no_repeat_ngram_size: Annotated[int, typer.Option(help="Operator attribute, fixed in the graph.")] = 0,
-    temperature: Annotated[float, typer.Option(help="Sampling only: attribute, fixed in the graph.")] = 1.0,
-    top_p: Annotated[float, typer.Option(help="Sampling only: nucleus mass, fixed in the graph (no top_k: "
-                                              "onnxruntime's Sampling op has none).")] = 1.0,
-    early_stopping: Annotated[bool, typer.Option(help="Refused: the operator's early stop differs.")] = False,
+        help="Least new tokens (transformers' min_new_tokens), translated like --max-new-tokens.")] = None,
+    top_k: Annotated[int | None, typer.Option(
+        help="--rules transformers, sampling: default top_k input (0: off) [50, as generate].")] = None,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check tokens against generate.")] = True,
     prompts: Annotated[Path | None, typer.Option(help="Parity prompts, one per line.")] = None,
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
@@ -177,33 +184,36 @@ def beam(
 ) -> None:
     """Fuse onnxruntime's BeamSearch (or GreedySearch/Sampling) around the decoder: ONE onnx file."""
     from gen_export.artifacts import reserved_outputs
+    from gen_export.gen_defaults import resolve_generation_settings
     from gen_export.generation import GenerationDefaults, export_generation, read_prompts
-    from gen_export.parity import SearchFlags, check_flags
     from gen_export.progress import Steps
-    from gen_export.search_graph import SearchMode
 
     steps = Steps(show=True, console=err)
     try:
-        try:
-            mode = SearchMode(search)
-        except ValueError:
-            raise GenExportError(f"unknown search '{search}'", "use --search beam, greedy or sampling") from None
-        if early_stopping:
-            check_flags(SearchFlags(max_length=2, early_stopping=True), 1, 2)
-        defaults = GenerationDefaults(
-            max_length=max_length, min_length=min_length, num_beams=num_beams,
-            num_return_sequences=num_return_sequences, length_penalty=length_penalty,
-            repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-        )
-        defaults.check_length_forms()  # before the demo model is built or anything is loaded
         model = model or _default_decoder_model()
+        # CLI flag > the checkpoint's generation_config.json > genexport's defaults (recorded in the manifest).
+        resolved = resolve_generation_settings(model, rules, search, {
+            "num_beams": num_beams, "num_return_sequences": num_return_sequences, "max_length": max_length,
+            "min_length": min_length, "length_penalty": length_penalty, "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size, "early_stopping": early_stopping,
+            "temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+        })
+        v = resolved.values
+        defaults = GenerationDefaults(
+            num_beams=v["num_beams"], num_return_sequences=v["num_return_sequences"],
+            length_penalty=v["length_penalty"], repetition_penalty=v["repetition_penalty"],
+            **resolved.length_forms(),
+        )
+        defaults.check_length_forms()
         # OUT and --triton-repo are checked together and locked before any work.
         with reserved_outputs([output, triton_repo], force, model_dirs=(model,)):
             result = export_generation(
-                model, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
-                temperature=temperature, top_p=top_p, parity=parity,
-                prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
-                precision=_precision(precision), optimize=optimize,
+                model, output, mode=resolved.mode, defaults=defaults,
+                no_repeat_ngram_size=v["no_repeat_ngram_size"], temperature=v["temperature"], top_p=v["top_p"],
+                parity=parity, prompts=read_prompts(prompts) if prompts else None, force=force, steps=steps,
+                precision=_precision(precision), optimize=optimize, rules=rules, hf_options=resolved.hf_options,
+                defaults_source=resolved.sources, extra_notes=resolved.notes,
             )
             if triton_repo is not None:
                 from gen_export.triton import write_generator_repository

@@ -34,6 +34,9 @@ from gen_export.decoder import (
 from gen_export.errors import GenExportError, ParityError
 from gen_export.export_spec import DEFAULT_OPSET
 from gen_export.fusion import optimize_decoder
+from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
+from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
+from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_fed_inputs, hf_graph_inputs
 from gen_export.options import GRAPH_FILES
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
@@ -129,7 +132,7 @@ class GenerationExportResult:
     mode: SearchMode
     decoder_validation: DecoderValidation
     #: Token parity (beam, greedy), or the statistical checks of a sampling graph (no token parity).
-    parity: ParityReport | SamplingReport | None
+    parity: ParityReport | SamplingReport | HfParityReport | HfSamplingReport | None
     notes: list[str]
     timings: dict[str, float]
 
@@ -267,8 +270,15 @@ def export_generation(
     precision: Precision = Precision.FP32,
     optimize: bool = False,
     steps: Steps | None = None,
+    rules: str = "onnxruntime",
+    hf_options: HfOptions | None = None,
+    defaults_source: dict[str, str] | None = None,
+    extra_notes: list[str] | None = None,
 ) -> GenerationExportResult:
     """Export `model_dir` as one generation graph in `output`; raises on any failed check.
+
+    `rules="transformers"` builds the search from standard ONNX operators with `generate`'s own rules
+    (gen_export.hf_search) instead of fusing onnxruntime's operator; `hf_options` holds what only that family has.
 
     Arguments are checked first (types, finite numbers, ranges), then `output` is checked and locked for the
     whole run (artifacts.reserved_outputs), then the checkpoint is opened.
@@ -291,7 +301,8 @@ def export_generation(
         return _export_generation(
             model_dir, output, mode=mode, defaults=defaults, no_repeat_ngram_size=no_repeat_ngram_size,
             temperature=temperature, top_p=top_p, parity=parity, prompts=prompts, cases=cases, force=force,
-            opset=opset, atol=atol, precision=precision, optimize=optimize, steps=steps)
+            opset=opset, atol=atol, precision=precision, optimize=optimize, steps=steps, rules=rules,
+            hf_options=hf_options, defaults_source=defaults_source, extra_notes=extra_notes)
 
 
 def _export_generation(
@@ -312,9 +323,14 @@ def _export_generation(
     precision: Precision = Precision.FP32,
     optimize: bool = False,
     steps: Steps | None = None,
+    rules: str = "onnxruntime",
+    hf_options: HfOptions | None = None,
+    defaults_source: dict[str, str] | None = None,
+    extra_notes: list[str] | None = None,
 ) -> GenerationExportResult:
     """`export_generation` once its arguments are checked and `output` is locked."""
     steps = steps or Steps()
+    hf = check_rules(rules, mode, hf_options)
     output = Path(output)
     check_output_target(output, force)
     precision = Precision(precision)
@@ -325,14 +341,21 @@ def _export_generation(
         check_tokenizer(tokenizer, prompts or BUILTIN_PROMPTS, loaded.dims.vocab_size, loaded.checkpoint.path)
     defaults = resolve_lengths(defaults or GenerationDefaults(), tokenizer, prompts or BUILTIN_PROMPTS,
                                loaded.dims.max_positions)
-    if mode is not SearchMode.BEAM:
+    # transformers' rules: sampling with num_beams > 1 is beam sampling (generate(do_sample=True, num_beams=n)).
+    if mode is not SearchMode.BEAM and not (hf and mode is SearchMode.SAMPLING):
         defaults = replace(defaults, num_beams=1, num_return_sequences=1)
     check_flags(defaults.flags(no_repeat_ngram_size), prompt_len=1, max_positions=loaded.dims.max_positions)
     _check_sampling_settings(mode, temperature, top_p, cases)
-    if cases is None and parity and mode is not SearchMode.SAMPLING:
+    hf_spec = replace(hf, temperature=temperature, top_p=top_p).spec(
+        mode, loaded.dims, no_repeat_ngram_size, defaults.num_beams) if hf else None
+    if cases is None and parity and hf_spec is not None and not hf_spec.mode.sampling:
+        cases = hf_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults.flags(no_repeat_ngram_size),
+                          hf_spec.mode, loaded.dims.max_positions, min_new_tokens=hf_spec.min_new_tokens,
+                          max_new_tokens=hf_spec.max_new_tokens)
+    elif cases is None and parity and mode is not SearchMode.SAMPLING:
         cases = default_matrix(prompts or BUILTIN_PROMPTS, tokenizer, defaults, mode, loaded.dims.max_positions,
                                no_repeat_ngram_size)
-    notes = [n for n in [length_penalty_note(defaults, mode)] if n]
+    notes = [n for n in [length_penalty_note(defaults, mode)] if n and hf_spec is None] + list(extra_notes or [])
 
     with staged_output(output, force) as staging, tempfile.TemporaryDirectory(prefix="genexport-") as scratch:
         decoder_path = Path(scratch) / DECODER_FILE
@@ -359,10 +382,44 @@ def _export_generation(
         graph_path = staging / graph_file(mode)
         # The fp32 graph is always built and checked; a quantized graph is measured against it below.
         fp32_path = graph_path if precision is Precision.FP32 else Path(scratch) / f"fp32_{graph_file(mode)}"
-        with steps.step(f"fuse {mode.value} search operator (convert_generation)"):
-            build_search_graph(loaded.checkpoint.path, decoder_path, fp32_path, spec)
-        report: ParityReport | SamplingReport | None = None
-        if parity and mode is SearchMode.SAMPLING:
+
+        def build(decoder: Path, target: Path) -> None:
+            if hf_spec is not None:
+                build_hf_search_graph(decoder, target, hf_spec)
+            else:
+                build_search_graph(loaded.checkpoint.path, decoder, target, spec)
+
+        build_step = (f"build {mode.value} search loop (standard ONNX, transformers rules)" if hf_spec
+                      else f"fuse {mode.value} search operator (convert_generation)")
+        with steps.step(build_step):
+            build(decoder_path, fp32_path)
+        report: ParityReport | SamplingReport | HfParityReport | HfSamplingReport | None = None
+        if parity and hf_spec is not None and cases:
+            with steps.step(f"parity: {len(cases)} cases vs model.generate (transformers rules)"):
+                report = run_hf_parity([as_hf_case(c) for c in cases], make_session(fp32_path), loaded.model,
+                                       tokenizer, hf_spec, loaded.dims.max_positions)
+            if not report.passed:
+                bad = report.mismatches[0]
+                raise ParityError(
+                    f"{len(report.mismatches)} parity case(s) differ from model.generate "
+                    f"(first: '{bad.case.name}': graph {bad.graph} vs generate {bad.generate})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        elif parity and hf_spec is not None and hf_spec.mode.sampling:
+            settings = SamplingSettings(
+                temperature=hf_spec.temperature, top_k=hf_spec.top_k, top_p=hf_spec.top_p,
+                num_beams=defaults.num_beams, num_return_sequences=defaults.num_return_sequences,
+                repetition_penalty=defaults.repetition_penalty, min_new_tokens=hf_spec.min_new_tokens)
+            with steps.step(f"{hf_spec.mode.value} checks: seeds, top-k/top-p support, distribution vs PyTorch"):
+                report = run_hf_sampling_checks(make_session(fp32_path), loaded.model, tokenizer, hf_spec,
+                                                prompts or BUILTIN_PROMPTS, settings)
+            if not report.passed:
+                bad = report.failures[0]
+                raise ParityError(
+                    f"sampling check '{bad.name}' failed ({bad.value:g}, expected {bad.bound}; {bad.detail})",
+                    "report this as a genexport bug with the checkpoint; nothing was written",
+                )
+        elif parity and mode is SearchMode.SAMPLING:
             # The same decoder fused with a vanishing top_p: greedy by construction, compared to generate.
             twin_path = Path(scratch) / "sampling_greedy_twin.onnx"
             with steps.step("sampling checks: fuse the top_p -> 0 twin"):
@@ -398,7 +455,7 @@ def _export_generation(
             quantized = Path(scratch) / f"decoder.{precision.value}.onnx"
             with steps.step(f"quantize decoder ({precision.value}) and fuse"):
                 quantize_decoder(decoder_path, quantized, precision)
-                build_search_graph(loaded.checkpoint.path, quantized, graph_path, spec)
+                build(quantized, graph_path)
             if cases:
                 with steps.step(f"agreement of {precision.value} with fp32 on {len(cases)} cases"):
                     agreement = measure_agreement(cases, make_session(graph_path), make_session(fp32_path),
@@ -416,9 +473,15 @@ def _export_generation(
                 "opset": opset,
                 "atol": atol,
                 "dims": asdict(loaded.dims),
-                "search": spec.as_dict(),
-                "graph_inputs": search_graph_inputs(mode),
+                "rules": rules,
+                "search": hf_spec.as_dict() if hf_spec else spec.as_dict(),
+                "graph_inputs": hf_fed_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
+                # transformers rules: inputs with a default initializer (fed only by callers that name them).
+                "defaulted_inputs": [n for n in hf_graph_inputs(hf_spec.mode) if n not in hf_fed_inputs(hf_spec.mode)]
+                if hf_spec else [],
                 "generation_defaults": asdict(defaults),
+                # Per setting: "cli", "generation_config.json" or "genexport default" (gen_export.gen_defaults).
+                "defaults_source": defaults_source or {},
                 "precision": precision.value,
                 # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
                 "quantized_matmuls": "none" if precision is Precision.FP32 else "all but the logits projection",

@@ -12,6 +12,9 @@ floor: parameter bytes / measured memory bandwidth, once per decoding step.
     .venv/bin/python scripts/bench_generate.py [--quick] [--shapes tiny mid base] [--batch 1 4]
         [--new-tokens 32 128] [--runs 3] [--threads 2] [--variants fp32 fp32-opt int8 int4] [--out benchmarks]
 
+`hf-fp32` (in the default set) and `hf-fp32-opt` are `--rules transformers` graphs: generate's own search rules
+in a standard-ONNX Loop around the same decoder (plain, or optimized as fp32-opt's).
+
 Variants of the fused graph: fp32 (the exported decoder, with the first-step decoder that computes logits
 for the last prompt position only), fp32-noinit (without it), fp32-opt (genexport's Attention fusion plus
 onnxruntime's SkipLayerNormalization/BiasGelu), int8 (dynamic MatMul quantization) and int4
@@ -67,6 +70,13 @@ VARIANTS = {
     "int4-all": ("int4", False, False, True),
 }
 FUSED = "genexport fused BeamSearch "
+#: transformers-rules graphs (`--rules transformers`): the same decoder in a standard-ONNX Loop (optionally optimized).
+HF_VARIANTS = {"hf-fp32": False, "hf-fp32-opt": True}
+HF = "genexport transformers-rules Loop "
+
+
+def contender_name(variant: str) -> str:
+    return HF + variant.removeprefix("hf-") if variant in HF_VARIANTS else FUSED + variant
 
 
 @dataclass
@@ -176,6 +186,15 @@ def build_graphs(model_dir: Path, folder: Path, variants: list[str]) -> dict[str
 
 def _build_variant(model_dir: Path, decoder: Path, folder: Path, variant: str, dims: Any,
                    spec: SearchGraphSpec) -> Path:
+    if variant in HF_VARIANTS:
+        from gen_export.hf_search import HfMode, HfSearchSpec, build_hf_search_graph
+
+        source = decoder
+        if HF_VARIANTS[variant]:
+            source = folder / "decoder.hfopt.onnx"
+            optimize_decoder(decoder, source, dims)
+        hf_spec = HfSearchSpec(HfMode.BEAM, (dims.eos_token_id,), dims.pad_token_id, dims.vocab_size)
+        return build_hf_search_graph(source, folder / f"beam-{variant}.onnx", hf_spec)
     precision, optimize, keep_logits, init_decoder = VARIANTS[variant]
     source = decoder
     if optimize:
@@ -255,7 +274,7 @@ def bench_shape(
                     loop.generate(input_ids=i, attention_mask=m, **kw)
                 )
             for variant, session in sessions.items():
-                contenders[FUSED + variant] = lambda f=feed, s=session: s.run(["sequences"], f)[0][:, 0, :]
+                contenders[contender_name(variant)] = lambda f=feed, s=session: s.run(["sequences"], f)[0][:, 0, :]
             times: dict[str, list[float]] = {c: [] for c in contenders}
             outputs: dict[str, np.ndarray] = {}
             # Rounds alternate the contenders, so a burst of load from elsewhere hits all of them alike.
@@ -271,7 +290,7 @@ def bench_shape(
             generated = outputs["torch generate"][:, ids.shape[1] :]
             for contender, seconds in times.items():
                 timing = Timing(contender, name, batch, new, seconds, params)
-                if contender.startswith(FUSED):
+                if contender.startswith((FUSED, HF)):
                     rows = outputs[contender][:, ids.shape[1] :]
                     timing.vs_generate = agreement(rows, generated)
                     if FUSED + "fp32" in outputs:
@@ -356,7 +375,7 @@ def main() -> None:
         "--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads"
     )
     parser.add_argument(
-        "--variants", "--precision", nargs="+", default=list(VARIANTS), choices=list(VARIANTS)
+        "--variants", "--precision", nargs="+", default=[*VARIANTS, "hf-fp32"], choices=[*VARIANTS, *HF_VARIANTS]
     )
     parser.add_argument("--out", type=Path, default=None, help="write generate.md (+ generate.png) here")
     args = parser.parse_args()

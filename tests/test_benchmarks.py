@@ -28,7 +28,8 @@ def test_bench_generate_quick(tmp_path: Path) -> None:
     optimum_loop = transformers.__version__.startswith("4.57.")
     assert list(rows) == ["torch generate", *(["optimum ORT + Python beam loop (GPT-2 same dims)"] * optimum_loop),
                           *(fused + v for v in ("fp32", "fp32-noinit", "fp32-opt", "int8", "int4", "int8-opt",
-                                                 "int4-opt", "int8-all", "int4-all"))]
+                                                 "int4-opt", "int8-all", "int4-all")),
+                          "genexport transformers-rules Loop fp32"]
     assert ("optimum ORT + Python beam loop contender is left out" in out.stdout) is not optimum_loop
     for cells in rows.values():
         assert float(cells[5]) > 0 and float(cells[7]) > 0 and float(cells[9]) > 0  # median, tokens/s, floor
@@ -36,8 +37,9 @@ def test_bench_generate_quick(tmp_path: Path) -> None:
     # The exact fp32 graphs (plain, without init decoder, optimized) must give generate's tokens, or their
     # speed means nothing.
     assert {rows[fused + v][11] for v in ("fp32", "fp32-noinit", "fp32-opt")} == {"1/1 seq, 100% tok"}
+    assert rows["genexport transformers-rules Loop fp32"][11] == "1/1 seq, 100% tok"
     assert rows[fused + "int8"][12].endswith("tok") and rows["torch generate"][11] == "–"
-    assert (tmp_path / "generate.md").read_text().count("| tiny") == 10 + optimum_loop
+    assert (tmp_path / "generate.md").read_text().count("| tiny") == 11 + optimum_loop
     assert (tmp_path / "generate.png").stat().st_size > 1000
 
 

@@ -70,7 +70,9 @@ def test_missing_tokenizer(tiny_biogpt: Path, tmp_path: Path) -> None:
         (["--num-beams", "2", "--num-return-sequences", "3"], "larger than num_beams"),
         (["--max-length", "2"], "not above the prompt length"),
         (["--max-length", "100000"], "max_position_embeddings"),
-        (["--early-stopping"], "early_stopping"),
+        (["--early-stopping", "true"], "--rules transformers"),
+        (["--rules", "magic"], "unknown rules"),
+        (["--search", "sampling", "--top-k", "50"], "--rules transformers"),
         (["--search", "nucleus"], "unknown search"),
     ],
 )
