@@ -50,8 +50,10 @@ class ResolvedSettings:
         max_length, min_length = v["max_length"], v["min_length"]
         if self.hf_options is not None:
             return {"max_length": max_length, "min_length": min_length}
-        max_new = v["max_new_tokens"] or None
-        min_new = v["min_new_tokens"] or None
+        # 0 means "unset" in genexport's defaults and in generation_config.json; a CLI flag is taken as given
+        # (`check_length_forms` refuses --max-new-tokens 0).
+        max_new = v["max_new_tokens"] if src["max_new_tokens"] == CLI else v["max_new_tokens"] or None
+        min_new = v["min_new_tokens"] if src["min_new_tokens"] == CLI else v["min_new_tokens"] or None
         if max_new is not None and max_length is not None and not (src["max_length"] == src["max_new_tokens"] == CLI):
             if src["max_length"] == CLI:
                 max_new = None

@@ -260,6 +260,9 @@ def _load_problem(error: BaseException) -> str:
     mismatch = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
     if mismatch:
         return f"weights of another shape than config.json says: {mismatch[0][:200]}"
+    if "ignore_mismatched_sizes" in text:
+        # transformers 5.x logs its size-mismatch report and raises only this pointer to it.
+        return "weights of another shape than config.json says (transformers refused to load them)"
     chain: list[BaseException] = []
     cause: BaseException | None = error
     while cause is not None and len(chain) < 10:
