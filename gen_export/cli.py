@@ -295,11 +295,11 @@ def triton(
         help="Bytes of text per request, checked before tokenizing.")] = 256 * 1024,
 ) -> None:
     """Write a Triton model repository (tokenizer, model, ensemble) for an existing export."""
-    from gen_export.artifacts import read_manifest
+    from gen_export.manifest import read_manifest
     from gen_export.triton import write_embedding_repository, write_generator_repository
 
     try:
-        command = read_manifest(export_dir)["command"]
+        command = read_manifest(export_dir, purpose="a Triton repository").command
         limits = {"max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}
         if command == "embed":
             limits |= {"max_batch_size": max_texts} if max_texts is not None else {}
@@ -429,10 +429,10 @@ def upload(
 @app.command()
 def info(folder: Annotated[Path, typer.Argument(help="An output folder written by genexport.")]) -> None:
     """Print the manifest (genexport.json) of an export."""
-    from gen_export.artifacts import read_manifest
+    from gen_export.manifest import read_manifest
 
     try:
-        console.print_json(json.dumps(read_manifest(folder)))
+        console.print_json(json.dumps(read_manifest(folder).to_dict()))
     except GenExportError as error:
         raise _fail(error) from None
 

@@ -27,6 +27,7 @@ from gen_export.checkpoint import Checkpoint, open_checkpoint
 from gen_export.errors import ParityError
 from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig, export_with_spec
 from gen_export.genai import write_genai_files
+from gen_export.manifest import DecoderSettings
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
 from gen_export.tied_embeddings import share_tied_embedding_file
@@ -246,7 +247,7 @@ def export_decoder(
             command="decoder",
             source=loaded.checkpoint.describe(),
             graph={DECODER_FILE: graph_io(staging / DECODER_FILE)},
-            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims), "genai": genai.as_dict()},
+            settings=DecoderSettings(opset=opset, atol=atol, dims=asdict(loaded.dims), genai=genai.as_dict()),
             validation={"decoder": validation.as_dict()},
         )
         manifest.write(staging)

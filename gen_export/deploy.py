@@ -28,6 +28,7 @@ from typing import Any
 
 from gen_export.artifacts import Manifest, sha256_files, staged_output
 from gen_export.errors import GenExportError
+from gen_export.manifest import DeploySettings
 
 #: The official image the derived one starts from (the README's docker example uses the same tag).
 TRITON_BASE_IMAGE = "nvcr.io/nvidia/tritonserver:25.03-py3"
@@ -495,10 +496,10 @@ def write_deployment(
         Manifest(
             command="deploy",
             source={"repository": str(repo_dir.resolve()), "repository_sha256": fingerprint},
-            settings={"name": name, "model_repository": model_repository, "pvc": pvc,
-                      "credentials_secret": secret if scheme else None, "image": image,
-                      "autoscale_on": autoscale_on, "replicas": [min_replicas, max_replicas],
-                      "server_args": args, "sizing": asdict(sizing)},
+            settings=DeploySettings(name=name, model_repository=model_repository, pvc=pvc,
+                                    credentials_secret=secret if scheme else None, image=image,
+                                    autoscale_on=autoscale_on, replicas=[min_replicas, max_replicas],
+                                    server_args=list(args), sizing=asdict(sizing)),
         ).write(staging)
         files = tuple(sorted(p.name for p in staging.iterdir()))
     output = Path(output).resolve()

@@ -37,6 +37,7 @@ from gen_export.fusion import optimize_decoder
 from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
 from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
 from gen_export.hf_search import HfOptions, build_hf_search_graph, check_rules, hf_fed_inputs, hf_graph_inputs
+from gen_export.manifest import GenerationSettings, OptimizeRecord, RecordedDefaults, SearchRecord
 from gen_export.options import GRAPH_FILES
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
@@ -469,27 +470,25 @@ def _export_generation(
             command=mode.value,
             source=loaded.checkpoint.describe(),
             graph={graph_file(mode): graph_io(graph_path)},
-            settings={
-                "opset": opset,
-                "atol": atol,
-                "dims": asdict(loaded.dims),
-                "rules": rules,
-                "search": hf_spec.as_dict() if hf_spec else spec.as_dict(),
-                "graph_inputs": hf_fed_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
-                # transformers rules: inputs with a default initializer (fed only by callers that name them).
-                "defaulted_inputs": [n for n in hf_graph_inputs(hf_spec.mode) if n not in hf_fed_inputs(hf_spec.mode)]
+            settings=GenerationSettings(
+                opset=opset,
+                atol=atol,
+                dims=asdict(loaded.dims),
+                rules=rules,
+                search=SearchRecord.from_dict(hf_spec.as_dict() if hf_spec else spec.as_dict()),
+                graph_inputs=hf_fed_inputs(hf_spec.mode) if hf_spec else search_graph_inputs(mode),
+                defaulted_inputs=[n for n in hf_graph_inputs(hf_spec.mode) if n not in hf_fed_inputs(hf_spec.mode)]
                 if hf_spec else [],
-                "generation_defaults": asdict(defaults),
-                # Per setting: "cli", "generation_config.json" or "genexport default" (gen_export.gen_defaults).
-                "defaults_source": defaults_source or {},
-                "precision": precision.value,
+                generation_defaults=RecordedDefaults(**asdict(defaults)),
+                defaults_source=defaults_source or {},
+                precision=precision.value,
                 # quantize_decoder's default: the vocabulary projection stays fp32 (beam ranking agreement).
-                "quantized_matmuls": "none" if precision is Precision.FP32 else "all but the logits projection",
-                "optimize": {"enabled": optimize, "fused_operators": fused_ops},
+                quantized_matmuls="none" if precision is Precision.FP32 else "all but the logits projection",
+                optimize=OptimizeRecord(enabled=optimize, fused_operators=fused_ops),
                 # Logits for the last prompt position only on the first step (patches/ort_init_decoder.py).
-                "init_decoder": has_init_decoder(graph_path),
-                "notes": notes,
-            },
+                init_decoder=has_init_decoder(graph_path),
+                notes=notes,
+            ),
             validation={"decoder": validation.as_dict()},
             # A quantized graph cannot match generate token for token: its agreement with the fp32 graph
             # (which did pass token parity) is recorded beside that parity report.
