@@ -21,6 +21,7 @@ from gen_export.artifacts import (
     staged_output,
 )
 from gen_export.checkpoint import check_tokenizer
+from gen_export.contract import GenerationDefaults  # re-exported: the per-call defaults live in the contract
 from gen_export.decoder import (
     DECODER_FILE,
     DEFAULT_ATOL,
@@ -42,7 +43,6 @@ from gen_export.options import GRAPH_FILES
 from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
 from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
 from gen_export.progress import Steps
-from gen_export.reference_search import SearchFlags
 from gen_export.runtime import graph_io, make_session
 from gen_export.sampling_checks import GREEDY_TOP_P, SamplingReport, run_sampling_checks
 from gen_export.search_graph import (
@@ -77,52 +77,6 @@ TOKENIZER_DIR = "tokenizer"
 
 def graph_file(mode: SearchMode) -> str:
     return GRAPH_FILES[mode]
-
-
-@dataclass(frozen=True)
-class GenerationDefaults:
-    """Defaults for the graph's runtime inputs (recorded in the manifest, used by Triton configs).
-
-    Lengths come either absolute (`max_length`/`min_length`: the graph's inputs, padded prompt included) or
-    as new tokens (`max_new_tokens`/`min_new_tokens`, as transformers counts them), translated to absolute
-    ones for the longest parity prompt by `resolve_lengths`; the manifest records both. `genexport run`
-    counts a recorded new-token budget from each prompt's own length.
-    """
-
-    #: None: min(64, the model's max_position_embeddings), unless max_new_tokens is given.
-    max_length: int | None = None
-    min_length: int = 0
-    num_beams: int = 4
-    num_return_sequences: int = 1
-    length_penalty: float = 1.0
-    repetition_penalty: float = 1.0
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-
-    def check_length_forms(self) -> None:
-        """One form per bound: a request with both is refused (a resolved one records both, see above)."""
-        if self.max_new_tokens is not None and self.max_length is not None:
-            raise GenExportError("both --max-length and --max-new-tokens given",
-                                 "give one: --max-new-tokens N counts generated tokens, --max-length the prompt too")
-        if self.min_new_tokens is not None and self.min_length:
-            raise GenExportError("both --min-length and --min-new-tokens given",
-                                 "give one: --min-new-tokens N counts generated tokens, --min-length the prompt too")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise GenExportError(f"max_new_tokens {self.max_new_tokens} must be at least 1",
-                                 "use e.g. --max-new-tokens 24")
-        if self.min_new_tokens is not None and self.min_new_tokens < 0:
-            raise GenExportError(f"min_new_tokens {self.min_new_tokens} must be at least 0",
-                                 "use e.g. --min-new-tokens 0")
-
-    def flags(self, no_repeat_ngram_size: int = 0) -> SearchFlags:
-        if self.max_length is None:
-            raise ValueError("resolve max_length first (resolve_lengths)")
-        return SearchFlags(
-            max_length=self.max_length, min_length=self.min_length, num_beams=self.num_beams,
-            num_return_sequences=self.num_return_sequences, length_penalty=self.length_penalty,
-            repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-            early_stopping=False,
-        )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gen_export.contract import CallSettings
 from gen_export.errors import GenExportError
 from gen_export.manifest import EmbeddingSettings, GenerationSettings, RecordedDefaults, read_manifest
 from gen_export.options import GRAPH_FILES, SearchMode
@@ -175,8 +176,7 @@ def _lengths(prompt_tokens: int, settings: RunSettings, defaults: RecordedDefaul
 
 def _run_generation(export_dir: Path, mode: SearchMode, recorded: GenerationSettings, graph_name: str,
                     prompts: list[str], settings: RunSettings, threads: int | None) -> GenerationRun:
-    from gen_export.parity import check_flags, graph_feed, user_tokens
-    from gen_export.reference_search import SearchFlags
+    from gen_export.parity import user_tokens
     from gen_export.runtime import make_session
 
     defaults = recorded.generation_defaults
@@ -204,13 +204,12 @@ def _run_generation(export_dir: Path, mode: SearchMode, recorded: GenerationSett
         ids = np.asarray([tokenizer(prompt)["input_ids"]], dtype=np.int64)
         prompt_tokens = ids.shape[1]
         max_length, min_length, run.budget = _lengths(prompt_tokens, settings, defaults, max_positions)
-        flags = SearchFlags(max_length=max_length, min_length=min_length, num_beams=num_beams,
+        call = CallSettings(max_length=max_length, min_length=min_length, num_beams=num_beams,
                             num_return_sequences=num_return, length_penalty=float(length_penalty),
                             repetition_penalty=float(repetition_penalty),
-                            no_repeat_ngram_size=search.no_repeat_ngram_size)
-        check_flags(flags, prompt_tokens, max_positions)
-        feed = graph_feed(ids, np.ones_like(ids), flags, input_names,
-                          seed=settings.seed if "seed" in input_names else None)
+                            seed=settings.seed if "seed" in input_names else None)
+        call.check(prompt_tokens, max_positions)
+        feed = call.feed(ids, np.ones_like(ids), input_names)
         start = time.perf_counter()
         sequences = session.run(["sequences"], feed)[0]
         seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ from gen_export.artifacts import (
     read_manifest,
     staged_output,
 )
+from gen_export.contract import GRAPH_INPUTS, REQUEST_PARAMETERS
 from gen_export.errors import GenExportError
 from gen_export.manifest import Manifest as ExportManifest
 from gen_export.manifest import RequestLimits, TritonSettings
@@ -39,15 +40,11 @@ from gen_export.validate import require_bool, require_float, require_int, requir
 MODELS_DIR = Path(__file__).parent / "triton_models"
 _DTYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32", "string": "TYPE_STRING"}
 #: Optional ensemble inputs of the generator, their Triton type and the graph input they feed.
-GENERATOR_PARAMETERS = {
-    "MAX_NEW_TOKENS": ("TYPE_INT32", "max_length"),
-    "MIN_NEW_TOKENS": ("TYPE_INT32", "min_length"),
-    "NUM_BEAMS": ("TYPE_INT32", "num_beams"),
-    "NUM_RETURN_SEQUENCES": ("TYPE_INT32", "num_return_sequences"),
-    "LENGTH_PENALTY": ("TYPE_FP32", "length_penalty"),
-    "REPETITION_PENALTY": ("TYPE_FP32", "repetition_penalty"),
-    "SEED": ("TYPE_INT32", "seed"),
-}
+#: Triton's type for each element type of a graph input (gen_export.contract.GRAPH_INPUTS).
+_TRITON_TYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+#: The generator's optional request parameters: name -> (Triton type, the graph input it feeds), from the contract.
+GENERATOR_PARAMETERS = {parameter: (_TRITON_TYPES[GRAPH_INPUTS[graph_input].dtype], graph_input)
+                        for parameter, graph_input in REQUEST_PARAMETERS.items()}
 DEFAULT_MAX_NEW_TOKENS = 32
 #: Prompts per generator request; beam search holds prompts x beams sequences in memory at once.
 DEFAULT_MAX_PROMPTS = 16
