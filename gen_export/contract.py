@@ -26,7 +26,7 @@ from gen_export.options import SearchMode
 from gen_export.validate import require_float, require_int
 
 if TYPE_CHECKING:
-    from gen_export.reference_search import SearchFlags
+    from gen_export.verify.reference_search import SearchFlags
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ ORT_INPUTS: dict[SearchMode, tuple[str, ...]] = {
     SearchMode.SAMPLING: ("input_ids", "max_length", "min_length", "repetition_penalty", "attention_mask", "seed"),
 }
 
-#: transformers-rules graphs (gen_export.hf_search): the inputs of the beam and the one-sequence loops, and the
+#: transformers-rules graphs (gen_export.search.hf_search): the inputs of the beam and the one-sequence loops, and the
 #: sampling inputs either adds.
 TRANSFORMERS_BEAM_INPUTS = ("input_ids", "max_length", "min_length", "num_beams", "num_return_sequences",
                             "length_penalty", "repetition_penalty", "attention_mask", "max_new_tokens",
@@ -252,7 +252,7 @@ class GenerationDefaults:
 
     def flags(self, no_repeat_ngram_size: int = 0) -> SearchFlags:
         """The reference search's flags: these defaults plus the baked-in `no_repeat_ngram_size`."""
-        from gen_export.reference_search import SearchFlags  # the test oracle (torch): only where it runs
+        from gen_export.verify.reference_search import SearchFlags  # the test oracle (torch): only where it runs
 
         if self.max_length is None:
             raise ValueError("resolve max_length first (resolve_lengths)")

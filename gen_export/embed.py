@@ -21,7 +21,6 @@ from optimum.utils.input_generators import DummyTextInputGenerator
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from gen_export.architectures.encoder_base import EncoderArchitecture
 from gen_export.artifacts import (
     Manifest,
     check_output_target,
@@ -29,9 +28,10 @@ from gen_export.artifacts import (
     reserved_outputs,
     staged_output,
 )
-from gen_export.checkpoint import check_tokenizer, open_checkpoint
 from gen_export.errors import GenExportError, ParityError
-from gen_export.export_spec import DEFAULT_OPSET, SpecExportConfig, TensorSpec, export_with_spec
+from gen_export.export.architectures.encoder_base import EncoderArchitecture
+from gen_export.export.checkpoint import check_tokenizer, open_checkpoint
+from gen_export.export.export_spec import DEFAULT_OPSET, SpecExportConfig, TensorSpec, export_with_spec
 from gen_export.manifest import EmbeddingSettings, EmbeddingTokenizer, TensorRecord
 from gen_export.progress import Steps
 from gen_export.quiet import quiet_logging

@@ -20,9 +20,10 @@ from gen_export.artifacts import (
     reserved_outputs,
     staged_output,
 )
-from gen_export.checkpoint import check_tokenizer
 from gen_export.contract import GenerationDefaults  # re-exported: the per-call defaults live in the contract
-from gen_export.decoder import (
+from gen_export.errors import GenExportError, ParityError
+from gen_export.export.checkpoint import check_tokenizer
+from gen_export.export.decoder import (
     DECODER_FILE,
     DEFAULT_ATOL,
     DecoderValidation,
@@ -32,12 +33,13 @@ from gen_export.decoder import (
     require_passed,
     validate_decoder,
 )
-from gen_export.errors import GenExportError, ParityError
-from gen_export.export_spec import DEFAULT_OPSET
-from gen_export.fusion import optimize_decoder
-from gen_export.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
-from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
-from gen_export.hf_search import (
+from gen_export.export.export_spec import DEFAULT_OPSET
+from gen_export.manifest import GenerationSettings, OptimizeRecord, RecordedDefaults, SearchRecord
+from gen_export.options import GRAPH_FILES
+from gen_export.progress import Steps
+from gen_export.runtime import graph_io, make_session
+from gen_export.search.fusion import optimize_decoder
+from gen_export.search.hf_search import (
     HfOptions,
     HfSearchSpec,
     build_hf_search_graph,
@@ -45,14 +47,8 @@ from gen_export.hf_search import (
     hf_fed_inputs,
     hf_graph_inputs,
 )
-from gen_export.manifest import GenerationSettings, OptimizeRecord, RecordedDefaults, SearchRecord
-from gen_export.options import GRAPH_FILES
-from gen_export.parity import ParityCase, ParityReport, check_flags, run_parity
-from gen_export.precision import Precision, check_precision, measure_agreement, quantize_decoder
-from gen_export.progress import Steps
-from gen_export.runtime import graph_io, make_session
-from gen_export.sampling_checks import GREEDY_TOP_P, SamplingReport, run_sampling_checks
-from gen_export.search_graph import (
+from gen_export.search.precision import Precision, check_precision, measure_agreement, quantize_decoder
+from gen_export.search.search_graph import (
     SearchGraphSpec,
     SearchMode,
     build_search_graph,
@@ -67,6 +63,10 @@ from gen_export.validate import (
     require_path,
     require_prompts,
 )
+from gen_export.verify.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
+from gen_export.verify.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
+from gen_export.verify.parity import ParityCase, ParityReport, check_flags, run_parity
+from gen_export.verify.sampling_checks import GREEDY_TOP_P, SamplingReport, run_sampling_checks
 
 #: Prompts used when the user gives none: plain biomedical English any BPE vocabulary can encode.
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -140,7 +140,7 @@ def default_matrix(
     export runs `sampling_checks` instead.
     """
     if mode is SearchMode.SAMPLING:
-        raise ValueError("sampling graphs have no token-parity matrix; see gen_export.sampling_checks")
+        raise ValueError("sampling graphs have no token-parity matrix; see gen_export.verify.sampling_checks")
     tokenizer.padding_side = "left"
 
     def case(name: str, batch: tuple[str, ...], **changes: Any) -> ParityCase:
@@ -217,7 +217,7 @@ class SamplingAttributes:
         if cases is not None:
             raise GenExportError(
                 "token-parity cases cannot be checked on a sampling graph (its random stream is not PyTorch's)",
-                "drop the cases: a sampling export runs statistical checks (gen_export.sampling_checks) instead",
+                "drop the cases: a sampling export runs statistical checks (gen_export.verify.sampling_checks) instead",
             )
 
 
@@ -521,7 +521,8 @@ def export_generation(model_dir: Path, output: Path, *, steps: Steps | None = No
     `settings` are `GenerationRequest`'s fields (mode, defaults, no_repeat_ngram_size, temperature, top_p, parity,
     prompts, cases, force, opset, atol, precision, optimize, rules, hf_options, defaults_source, extra_notes).
     `rules="transformers"` builds the search from standard ONNX operators with `generate`'s own rules
-    (gen_export.hf_search) instead of fusing onnxruntime's operator; `hf_options` holds what only that family has.
+    (gen_export.search.hf_search) instead of fusing onnxruntime's operator; `hf_options` holds what only that
+    family has.
 
     Arguments are checked first (types, finite numbers, ranges), then `output` is checked and locked for the
     whole run (artifacts.reserved_outputs), then the checkpoint is opened.

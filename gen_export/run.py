@@ -176,8 +176,8 @@ def _lengths(prompt_tokens: int, settings: RunSettings, defaults: RecordedDefaul
 
 def _run_generation(export_dir: Path, mode: SearchMode, recorded: GenerationSettings, graph_name: str,
                     prompts: list[str], settings: RunSettings, threads: int | None) -> GenerationRun:
-    from gen_export.parity import user_tokens
     from gen_export.runtime import make_session
+    from gen_export.verify.parity import user_tokens
 
     defaults = recorded.generation_defaults
     search = recorded.search

@@ -40,14 +40,14 @@ import numpy as np
 import torch
 from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.demo import build_tokenizer
-from gen_export.export_spec import DEFAULT_OPSET
-from gen_export.fusion import optimize_decoder
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
+from gen_export.export.export_spec import DEFAULT_OPSET
 from gen_export.generation import SearchGraphPlan
-from gen_export.precision import quantize_decoder
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchGraphSpec, SearchMode
+from gen_export.search.fusion import optimize_decoder
+from gen_export.search.precision import quantize_decoder
+from gen_export.search.search_graph import SearchGraphSpec, SearchMode
 
 SHAPES = {
     "tiny": {"hidden": 64, "layers": 2, "heads": 4, "vocab": 400},
@@ -189,7 +189,7 @@ def build_graphs(model_dir: Path, folder: Path, variants: list[str]) -> dict[str
 def _build_variant(model_dir: Path, decoder: Path, folder: Path, variant: str, dims: Any,
                    spec: SearchGraphSpec) -> Path:
     if variant in HF_VARIANTS:
-        from gen_export.hf_search import HfMode, HfSearchSpec
+        from gen_export.search.hf_search import HfMode, HfSearchSpec
 
         source = decoder
         if HF_VARIANTS[variant]:

@@ -27,7 +27,7 @@ from gen_export.options import SearchMode
 
 @pytest.fixture(scope="module")
 def exported_decoder(tiny_biogpt: Path, tmp_path_factory: pytest.TempPathFactory):
-    from gen_export.decoder import export_decoder_onnx, load_decoder
+    from gen_export.export.decoder import export_decoder_onnx, load_decoder
 
     loaded = load_decoder(tiny_biogpt)
     folder = tmp_path_factory.mktemp("contract")
@@ -41,7 +41,7 @@ def _declared(tensors: list[dict]) -> list[tuple[str, str, tuple]]:
 @pytest.mark.parametrize("mode", list(SearchMode))
 def test_onnxruntime_graphs_take_the_declared_inputs(exported_decoder, mode: SearchMode) -> None:
     from gen_export.runtime import graph_io
-    from gen_export.search_graph import SearchGraphSpec, build_search_graph
+    from gen_export.search.search_graph import SearchGraphSpec, build_search_graph
 
     loaded, decoder, folder = exported_decoder
     graph = folder / f"ort_{mode.value}.onnx"
@@ -54,8 +54,8 @@ def test_onnxruntime_graphs_take_the_declared_inputs(exported_decoder, mode: Sea
 
 @pytest.mark.parametrize(("mode", "num_beams"), [("greedy", 1), ("beam", 4), ("sampling", 1), ("sampling", 3)])
 def test_transformers_graphs_take_and_return_what_is_declared(exported_decoder, mode: str, num_beams: int) -> None:
-    from gen_export.hf_search import HfOptions, build_hf_search_graph
     from gen_export.runtime import graph_io
+    from gen_export.search.hf_search import HfOptions, build_hf_search_graph
 
     loaded, decoder, folder = exported_decoder
     spec = HfOptions().spec(mode, loaded.dims, num_beams=num_beams)
@@ -114,7 +114,7 @@ def test_generation_defaults_validate_themselves_and_feed_call_settings() -> Non
 
 
 def test_triton_request_parameters_come_from_the_contract() -> None:
-    from gen_export.triton import GENERATOR_PARAMETERS
+    from gen_export.serve.triton import GENERATOR_PARAMETERS
 
     assert GENERATOR_PARAMETERS == {
         "MAX_NEW_TOKENS": ("TYPE_INT32", "max_length"), "MIN_NEW_TOKENS": ("TYPE_INT32", "min_length"),

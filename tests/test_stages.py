@@ -20,8 +20,8 @@ from gen_export.generation import (
 )
 from gen_export.manifest import read_manifest
 from gen_export.options import SearchMode
-from gen_export.parity import ParityReport
 from gen_export.progress import Steps
+from gen_export.verify.parity import ParityReport
 
 PROMPTS = ("the patient was treated with",)
 

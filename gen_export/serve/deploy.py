@@ -106,7 +106,7 @@ class DeploymentResult:
 
 def _check_repository(repo_dir: Path) -> dict[str, Any]:
     """The repository's configs, schema-checked with the same checks `genexport triton` runs."""
-    from gen_export.triton import load_configs, validate_repository
+    from gen_export.serve.triton import load_configs, validate_repository
 
     if not repo_dir.is_dir() or not any(repo_dir.glob("*/config.pbtxt")):
         raise GenExportError(f"{repo_dir} is not a Triton model repository (no MODEL/config.pbtxt inside)",

@@ -17,9 +17,9 @@ from typing import Any
 
 import onnx
 
-from gen_export.architectures.base import DecoderDims
 from gen_export.contract import ort_inputs
 from gen_export.errors import GenExportError
+from gen_export.export.architectures.base import DecoderDims
 from gen_export.options import SearchMode
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import needs_external_data

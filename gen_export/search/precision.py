@@ -15,9 +15,9 @@ from typing import Any
 
 from gen_export.errors import GenExportError
 from gen_export.options import Precision
-from gen_export.parity import ParityCase, graph_feed, user_tokens
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import logits_projection
+from gen_export.verify.parity import ParityCase, graph_feed, user_tokens
 
 
 def check_precision(precision: Precision, sampling: bool) -> None:

@@ -438,7 +438,7 @@ class _Decoder:
         expected = ["input_ids", "position_ids", "attention_mask"]
         if names[:3] != expected or not all(n.startswith("past_") for n in names[3:]):
             raise GenExportError(f"decoder inputs {names[:4]}... are not the GPT-2 subgraph contract",
-                                 "export the decoder with genexport (gen_export.decoder)")
+                                 "export the decoder with genexport (gen_export.export.decoder)")
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         if opset < 13:
             raise GenExportError(f"decoder opset {opset} is below 13", "export the decoder with --opset 17")

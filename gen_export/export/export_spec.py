@@ -30,8 +30,8 @@ from optimum.utils.normalized_config import NormalizedTextConfig
 from torch import nn
 from transformers import PretrainedConfig
 
-from gen_export.architectures.base import DecoderDims, ort_position_ids, past_input_names, present_output_names
 from gen_export.contract import TensorSpec  # re-exported: declared with the generation contract
+from gen_export.export.architectures.base import DecoderDims, ort_position_ids, past_input_names, present_output_names
 
 #: onnxruntime 1.20 (the one in Triton's 25.03 container) loads opset 17 / IR 8 graphs; 17 also has
 #: LayerNormalization, which the transformer optimizer fuses.

@@ -28,13 +28,13 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from gen_export.contract import CallSettings
 from gen_export.errors import GenExportError
-from gen_export.reference_search import (
+from gen_export.tables import compact_table
+from gen_export.verify.reference_search import (
     SearchFlags,
     next_logits_from_model,
     ort_beam_search,
     ort_greedy_search,
 )
-from gen_export.tables import compact_table
 
 Tokens = list[list[list[int]]]  # batch x returned sequence x generated tokens
 
