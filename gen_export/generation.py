@@ -47,7 +47,7 @@ from gen_export.search.hf_search import (
     hf_fed_inputs,
     hf_graph_inputs,
 )
-from gen_export.search.precision import Precision, check_precision, measure_agreement, quantize_decoder
+from gen_export.search.precision import Precision, check_precision, quantize_decoder
 from gen_export.search.search_graph import (
     SearchGraphSpec,
     SearchMode,
@@ -63,6 +63,7 @@ from gen_export.validate import (
     require_path,
     require_prompts,
 )
+from gen_export.verify.agreement import measure_agreement
 from gen_export.verify.hf_parity import HfParityReport, as_hf_case, hf_matrix, run_hf_parity
 from gen_export.verify.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
 from gen_export.verify.parity import ParityCase, ParityReport, check_flags, run_parity
