@@ -25,8 +25,10 @@ from typing import Any
 
 from gen_export import __version__
 from gen_export.errors import GenExportError
+from gen_export.manifest import MANIFEST_NAME, SETTINGS_TYPES, ArtifactRecord, GraphRecord, ManifestFieldError, convert
+from gen_export.manifest import Manifest as TypedManifest
+from gen_export.manifest import read_manifest as read_manifest  # re-exported: where callers have always found it
 
-MANIFEST_NAME = "genexport.json"
 TRACKED_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "numpy")
 
 
@@ -344,51 +346,42 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class Manifest:
-    """What `OUT/genexport.json` records: enough to reproduce and to audit the export."""
+    """What a command records in `OUT/genexport.json`; `write` adds the file hashes and library versions.
+
+    `settings` is the command's settings type from `gen_export.manifest` (GenerationSettings, EmbeddingSettings,
+    ...); `graph` maps each ONNX file to `runtime.graph_io`'s description of it.
+    """
 
     command: str
     source: dict[str, Any]
     graph: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Any = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
 
     def write(self, folder: Path) -> Path:
-        """Hash every file already in `folder` and write the manifest beside them."""
+        """Hash every file already in `folder` and write the manifest beside them.
+
+        The document is built through `gen_export.manifest.Manifest` and read back through it before it is
+        written, so every output holds a manifest that `genexport info`, `run` and `triton` can read.
+        """
         artifacts = [
-            {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            ArtifactRecord(p.relative_to(folder).as_posix(), p.stat().st_size, sha256_file(p))
             for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != MANIFEST_NAME
         ]
-        document = {
-            "genexport_manifest_version": 1,
-            "command": self.command,
-            "versions": library_versions(),
-            "source": self.source,
-            "artifacts": artifacts,
-            "graph": self.graph,
-            "settings": self.settings,
-            "validation": self.validation,
-            "parity": self.parity,
-        }
+        try:
+            typed = TypedManifest(
+                command=self.command, versions=library_versions(), source=self.source, artifacts=artifacts,
+                graph=convert(self.graph, dict[str, GraphRecord], "graph"),
+                settings=convert(self.settings, SETTINGS_TYPES.get(self.command, dict[str, Any]), "settings"),
+                validation=self.validation, parity=self.parity)
+            document = typed.to_dict()
+            TypedManifest.from_dict(json.loads(json.dumps(document)))
+        except ManifestFieldError as error:  # a writer out of step with the types: a genexport bug
+            raise TypeError(f"the {self.command} manifest does not match gen_export.manifest: {error}") from None
         path = folder / MANIFEST_NAME
         # allow_nan=False: a NaN would make the manifest invalid strict JSON; values are checked before export.
         path.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n")
         return path
 
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a genexport output; a missing, unreadable or malformed one is a one-line error."""
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise GenExportError(f"{folder} has no {MANIFEST_NAME}", "point at a folder written by genexport")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as error:
-        raise GenExportError(f"{path} is not readable JSON ({error.__class__.__name__})",
-                             "point at a folder written by genexport, or export again") from None
-    if not isinstance(document, dict) or not isinstance(document.get("command"), str):
-        raise GenExportError(f"{path} is not a genexport manifest (no \"command\")",
-                             "point at a folder written by genexport, or export again")
-    return document

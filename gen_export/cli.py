@@ -127,7 +127,7 @@ def decoder(
     atol: Annotated[float, typer.Option(help="Absolute tolerance vs PyTorch (plus 1e-5 x max |reference|).")] = 1e-4,
 ) -> None:
     """Export the with-past decoder (onnxruntime GPT-2 contract) to OUT/decoder.onnx and validate it."""
-    from gen_export.decoder import export_decoder
+    from gen_export.export.decoder import export_decoder
     from gen_export.progress import Steps
 
     steps = Steps(show=True, console=err)
@@ -216,7 +216,7 @@ def beam(
                 defaults_source=resolved.sources, extra_notes=resolved.notes,
             )
             if triton_repo is not None:
-                from gen_export.triton import write_generator_repository
+                from gen_export.serve.triton import write_generator_repository
 
                 write_generator_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
@@ -265,7 +265,7 @@ def embed(
             result = export_embedding(model, output, pooling=pooling, normalize=normalize, optimize=optimize,
                                       quantize=quantize, min_cosine=min_cosine, force=force, steps=steps)
             if triton_repo is not None:
-                from gen_export.triton import write_embedding_repository
+                from gen_export.serve.triton import write_embedding_repository
 
                 write_embedding_repository(result.output, triton_repo, force=force)
     except GenExportError as error:
@@ -295,11 +295,11 @@ def triton(
         help="Bytes of text per request, checked before tokenizing.")] = 256 * 1024,
 ) -> None:
     """Write a Triton model repository (tokenizer, model, ensemble) for an existing export."""
-    from gen_export.artifacts import read_manifest
-    from gen_export.triton import write_embedding_repository, write_generator_repository
+    from gen_export.manifest import read_manifest
+    from gen_export.serve.triton import write_embedding_repository, write_generator_repository
 
     try:
-        command = read_manifest(export_dir)["command"]
+        command = read_manifest(export_dir, purpose="a Triton repository").command
         limits = {"max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}
         if command == "embed":
             limits |= {"max_batch_size": max_texts} if max_texts is not None else {}
@@ -392,7 +392,7 @@ def deploy(
     queue_time_us: Annotated[int, typer.Option(help="HPA queue-time target, microseconds per request.")] = 50_000,
 ) -> None:
     """Write Kubernetes manifests (Deployment, Service, HPA, PDB, kustomization) serving a Triton repository."""
-    from gen_export.deploy import write_deployment
+    from gen_export.serve.deploy import write_deployment
 
     try:
         result = write_deployment(
@@ -417,7 +417,7 @@ def upload(
         help="S3-compatible endpoint (MinIO, Ceph); credentials from the environment / ~/.aws.")] = None,
 ) -> None:
     """Upload a Triton model repository to S3-compatible storage, with a sha256 list of every file."""
-    from gen_export.object_store import upload_repository
+    from gen_export.serve.object_store import upload_repository
 
     try:
         result = upload_repository(repo_dir, url, endpoint_url=endpoint_url)
@@ -429,10 +429,10 @@ def upload(
 @app.command()
 def info(folder: Annotated[Path, typer.Argument(help="An output folder written by genexport.")]) -> None:
     """Print the manifest (genexport.json) of an export."""
-    from gen_export.artifacts import read_manifest
+    from gen_export.manifest import read_manifest
 
     try:
-        console.print_json(json.dumps(read_manifest(folder)))
+        console.print_json(json.dumps(read_manifest(folder).to_dict()))
     except GenExportError as error:
         raise _fail(error) from None
 

@@ -21,7 +21,6 @@ from optimum.utils.input_generators import DummyTextInputGenerator
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from gen_export.architectures.encoder_base import EncoderArchitecture
 from gen_export.artifacts import (
     Manifest,
     check_output_target,
@@ -29,9 +28,11 @@ from gen_export.artifacts import (
     reserved_outputs,
     staged_output,
 )
-from gen_export.checkpoint import check_tokenizer, open_checkpoint
 from gen_export.errors import GenExportError, ParityError
-from gen_export.export_spec import DEFAULT_OPSET, SpecExportConfig, TensorSpec, export_with_spec
+from gen_export.export.architectures.encoder_base import EncoderArchitecture
+from gen_export.export.checkpoint import check_tokenizer, open_checkpoint
+from gen_export.export.export_spec import DEFAULT_OPSET, SpecExportConfig, TensorSpec, export_with_spec
+from gen_export.manifest import EmbeddingSettings, EmbeddingTokenizer, TensorRecord
 from gen_export.progress import Steps
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import graph_io, make_session
@@ -481,16 +482,16 @@ def _export_embedding(
             command="embed",
             source=checkpoint.describe(),
             graph={p.name: graph_io(p) for p in sorted(staging.glob("*.onnx"))},
-            settings={
-                "opset": DEFAULT_OPSET,
-                "pooling": chosen,
-                "normalize": normalize,
-                "sentence_transformers": asdict(st) if st else None,
-                "tokenizer": _tokenizer_settings(max_length),
-                "inputs": [s.as_dict() for s in input_specs],
-                "output": output_spec.as_dict(),
-                "min_cosine": min_cosine,
-            },
+            settings=EmbeddingSettings(
+                opset=DEFAULT_OPSET,
+                pooling=chosen,
+                normalize=normalize,
+                sentence_transformers=asdict(st) if st else None,
+                tokenizer=EmbeddingTokenizer(**_tokenizer_settings(max_length)),
+                inputs=[TensorRecord(**s.as_dict()) for s in input_specs],
+                output=TensorRecord(**output_spec.as_dict()),
+                min_cosine=min_cosine,
+            ),
             validation={"parity_sentences": list(PARITY_SENTENCES)},
             parity={"min_cosine_required": PARITY_MIN_COSINE, "figures": [asdict(f) for f in figures],
                     "variants": [asdict(v) for v in variants]},

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gen_export.errors import GenExportError
-from gen_export.hf_search import EarlyStopping, HfOptions
-from gen_export.search_graph import SearchMode
+from gen_export.search.hf_search import EarlyStopping, HfOptions
+from gen_export.search.search_graph import SearchMode
 
 CLI, CONFIG, GENEXPORT = "cli", "generation_config.json", "genexport default"
 

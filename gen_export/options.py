@@ -2,7 +2,7 @@
 
 `gen_export.cli` builds its options from these, so `genexport --help` (and every bad-flag error) answers
 without importing torch, transformers, onnx or onnxruntime. The library modules re-export them
-(`gen_export.search_graph.SearchMode`, `gen_export.precision.Precision`).
+(`gen_export.search.search_graph.SearchMode`, `gen_export.search.precision.Precision`).
 """
 
 from __future__ import annotations

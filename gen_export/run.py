@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from gen_export.artifacts import read_manifest
+from gen_export.contract import CallSettings
 from gen_export.errors import GenExportError
+from gen_export.manifest import EmbeddingSettings, GenerationSettings, RecordedDefaults, read_manifest
 from gen_export.options import GRAPH_FILES, SearchMode
 
 TOKENIZER_DIR = "tokenizer"
@@ -120,7 +121,7 @@ def run_export(export_dir: Path | str, prompts: list[str] | tuple[str, ...], *,
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         raise GenExportError("no prompts given", 'pass one or more prompts, e.g. genexport run OUT "the patient was"')
-    command = manifest["command"]
+    command = manifest.command
     if command != "embed" and command not in {mode.value for mode in SearchMode}:
         raise GenExportError(f"{export_dir} holds a '{command}' export, which has no generation graph",
                              "run a folder written by genexport beam or genexport embed")
@@ -133,8 +134,9 @@ def run_export(export_dir: Path | str, prompts: list[str] | tuple[str, ...], *,
         if settings not in (None, RunSettings()):
             raise GenExportError("generation settings given for an embedding export",
                                  "drop --max-new-tokens/--num-beams/... for an embed output folder")
-        return _run_embedding(export_dir, manifest, graph_name, prompts, threads)
-    return _run_generation(export_dir, manifest, graph_name, prompts, settings or RunSettings(), threads)
+        return _run_embedding(export_dir, manifest.embedding(), graph_name, prompts, threads)
+    return _run_generation(export_dir, SearchMode(command), manifest.generation(), graph_name, prompts,
+                           settings or RunSettings(), threads)
 
 
 def _tokenizer(folder: Path) -> Any:
@@ -143,10 +145,10 @@ def _tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def _lengths(prompt_tokens: int, settings: RunSettings, defaults: dict[str, Any], max_positions: int,
+def _lengths(prompt_tokens: int, settings: RunSettings, defaults: RecordedDefaults, max_positions: int,
              ) -> tuple[int, int, str]:
     """Absolute (max_length, min_length) for one prompt, and where the budget came from."""
-    max_new = settings.max_new_tokens if settings.max_new_tokens is not None else defaults.get("max_new_tokens")
+    max_new = settings.max_new_tokens if settings.max_new_tokens is not None else defaults.max_new_tokens
     if max_new is not None:
         if max_new < 1:
             raise GenExportError(f"max_new_tokens {max_new} must be at least 1", "use e.g. --max-new-tokens 24")
@@ -158,42 +160,39 @@ def _lengths(prompt_tokens: int, settings: RunSettings, defaults: dict[str, Any]
                 f"max_position_embeddings {max_positions}",
                 f"use --max-new-tokens of at most {max_positions - prompt_tokens} or a shorter prompt")
     else:
-        max_length = int(defaults["max_length"])
+        max_length = defaults.max_length
         budget = f"max_length {max_length} (export default, prompt included)"
         if max_length <= prompt_tokens:
             raise GenExportError(
                 f"the prompt has {prompt_tokens} tokens, not fewer than the export's max_length {max_length}",
                 f"use --max-new-tokens (at most {max_positions - prompt_tokens}) or a shorter prompt")
-    min_new = settings.min_new_tokens if settings.min_new_tokens is not None else defaults.get("min_new_tokens")
-    min_length = prompt_tokens + min_new if min_new is not None else int(defaults.get("min_length", 0))
+    min_new = settings.min_new_tokens if settings.min_new_tokens is not None else defaults.min_new_tokens
+    min_length = prompt_tokens + min_new if min_new is not None else defaults.min_length
     if min_length >= max_length:
         raise GenExportError(f"min_length {min_length} is not below max_length {max_length}",
                              "lower --min-new-tokens or raise --max-new-tokens")
     return max_length, min_length, budget
 
 
-def _run_generation(export_dir: Path, manifest: dict[str, Any], graph_name: str, prompts: list[str],
-                    settings: RunSettings, threads: int | None) -> GenerationRun:
-    from gen_export.parity import check_flags, graph_feed, user_tokens
-    from gen_export.reference_search import SearchFlags
+def _run_generation(export_dir: Path, mode: SearchMode, recorded: GenerationSettings, graph_name: str,
+                    prompts: list[str], settings: RunSettings, threads: int | None) -> GenerationRun:
     from gen_export.runtime import make_session
+    from gen_export.verify.parity import user_tokens
 
-    mode = SearchMode(manifest["command"])
-    recorded = manifest["settings"]
-    defaults: dict[str, Any] = recorded["generation_defaults"]
-    search: dict[str, Any] = recorded["search"]
-    max_positions = int(recorded["dims"]["max_positions"])
+    defaults = recorded.generation_defaults
+    search = recorded.search
+    max_positions = recorded.max_positions
     if mode is not SearchMode.BEAM and ((settings.num_beams or 1) != 1 or (settings.num_return_sequences or 1) != 1):
         raise GenExportError(f"{graph_name} is a {mode.value} graph: one sequence per prompt, no beams",
                              f"drop --num-beams/--num-return-sequences, or export with genexport beam "
                              f"--search beam (this folder's graph is {GRAPH_FILES[mode]})")
-    num_beams = settings.num_beams or int(defaults["num_beams"])
+    num_beams = settings.num_beams or defaults.num_beams
     # A larger num_beams than the default still returns the default count of sequences unless asked.
-    num_return = settings.num_return_sequences or min(int(defaults["num_return_sequences"]), num_beams)
-    length_penalty = settings.length_penalty if settings.length_penalty is not None else defaults["length_penalty"]
+    num_return = settings.num_return_sequences or min(defaults.num_return_sequences, num_beams)
+    length_penalty = settings.length_penalty if settings.length_penalty is not None else defaults.length_penalty
     repetition_penalty = (settings.repetition_penalty if settings.repetition_penalty is not None
-                          else defaults["repetition_penalty"])
-    stop = {int(search["eos_token_id"]), int(search["pad_token_id"])}
+                          else defaults.repetition_penalty)
+    stop = {search.eos_token_id, search.pad_token_id}
 
     tokenizer = _tokenizer(export_dir / TOKENIZER_DIR)
     start = time.perf_counter()
@@ -205,13 +204,12 @@ def _run_generation(export_dir: Path, manifest: dict[str, Any], graph_name: str,
         ids = np.asarray([tokenizer(prompt)["input_ids"]], dtype=np.int64)
         prompt_tokens = ids.shape[1]
         max_length, min_length, run.budget = _lengths(prompt_tokens, settings, defaults, max_positions)
-        flags = SearchFlags(max_length=max_length, min_length=min_length, num_beams=num_beams,
+        call = CallSettings(max_length=max_length, min_length=min_length, num_beams=num_beams,
                             num_return_sequences=num_return, length_penalty=float(length_penalty),
                             repetition_penalty=float(repetition_penalty),
-                            no_repeat_ngram_size=int(search.get("no_repeat_ngram_size", 0)))
-        check_flags(flags, prompt_tokens, max_positions)
-        feed = graph_feed(ids, np.ones_like(ids), flags, input_names,
-                          seed=settings.seed if "seed" in input_names else None)
+                            seed=settings.seed if "seed" in input_names else None)
+        call.check(prompt_tokens, max_positions)
+        feed = call.feed(ids, np.ones_like(ids), input_names)
         start = time.perf_counter()
         sequences = session.run(["sequences"], feed)[0]
         seconds = time.perf_counter() - start
@@ -223,23 +221,22 @@ def _run_generation(export_dir: Path, manifest: dict[str, Any], graph_name: str,
     return run
 
 
-def _run_embedding(export_dir: Path, manifest: dict[str, Any], graph_name: str, texts: list[str],
+def _run_embedding(export_dir: Path, recorded: EmbeddingSettings, graph_name: str, texts: list[str],
                    threads: int | None) -> EmbeddingRun:
     from gen_export.runtime import make_session
 
-    recorded = manifest["settings"]
     tokenizer = _tokenizer(export_dir)
     tokenizer.padding_side = "right"
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=int(recorded["tokenizer"]["max_length"]),
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=recorded.tokenizer.max_length,
                       return_tensors="np")
     start = time.perf_counter()
     session = make_session(export_dir / graph_name, threads=threads)
     load_seconds = time.perf_counter() - start
     names = {i.name for i in session.get_inputs()}
-    dtypes = {spec["name"]: spec["dtype"] for spec in recorded["inputs"]}
+    dtypes = {spec.name: spec.dtype for spec in recorded.inputs}
     feed = {name: np.asarray(value, dtype=dtypes.get(name, "int64")) for name, value in batch.items() if name in names}
     start = time.perf_counter()
-    vectors = session.run([recorded["output"]["name"]], feed)[0]
+    vectors = session.run([recorded.output.name], feed)[0]
     seconds = time.perf_counter() - start
     norms = np.linalg.norm(vectors, axis=-1)
     if norms.ndim == 2:  # per-token pooling: average over each text's real tokens

@@ -117,14 +117,7 @@ def check_generation_values(defaults: Any, *, no_repeat_ngram_size: Any, tempera
     `defaults` is a `GenerationDefaults`. The ranges are what onnxruntime's search operators accept and what a
     Triton repository made from the export can serve (a default of 0 returned sequences rejects every request).
     """
-    if defaults.max_length is not None:
-        require_int("max_length", defaults.max_length, 2, None, "--max-length")
-    require_int("min_length", defaults.min_length, 0, None, "--min-length")
-    require_int("num_beams", defaults.num_beams, 1, 128, "--num-beams")
-    require_int("num_return_sequences", defaults.num_return_sequences, 1, 128, "--num-return-sequences")
-    require_float("length_penalty", defaults.length_penalty, -100.0, 100.0, flag="--length-penalty")
-    require_float("repetition_penalty", defaults.repetition_penalty, 0.0, 100.0, low_open=True,
-                  flag="--repetition-penalty")
+    defaults.validate()  # what is fed per call (gen_export.contract.GenerationDefaults); then what is baked in
     require_int("no_repeat_ngram_size", no_repeat_ngram_size, 0, 1024, "--no-repeat-ngram-size")
     require_float("temperature", temperature, 0.0, 100.0, low_open=True, flag="--temperature")
     require_float("top_p", top_p, 0.0, 1.0, low_open=True, flag="--top-p")

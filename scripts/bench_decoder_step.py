@@ -24,9 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import SHAPES, build_biogpt
 
-from gen_export.decoder import export_decoder_onnx, load_decoder
-from gen_export.fusion import optimize_decoder
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
 from gen_export.runtime import make_session
+from gen_export.search.fusion import optimize_decoder
 
 VARIANTS = {"exported": None, "MultiHeadAttention": "MultiHeadAttention", "Attention": "Attention"}
 

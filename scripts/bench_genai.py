@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from bench_generate import SHAPES, build_biogpt
 
-from gen_export.decoder import export_decoder_onnx, load_decoder
-from gen_export.export_spec import DEFAULT_OPSET
-from gen_export.genai import GENAI_CONFIG, write_genai_files
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
+from gen_export.export.export_spec import DEFAULT_OPSET
+from gen_export.export.genai import GENAI_CONFIG, write_genai_files
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph
+from gen_export.search.search_graph import SearchGraphSpec, SearchMode, build_search_graph
 
 PROMPT_LENGTH = 12
 BEAMS = 4

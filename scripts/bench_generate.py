@@ -40,13 +40,14 @@ import numpy as np
 import torch
 from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.demo import build_tokenizer
-from gen_export.export_spec import DEFAULT_OPSET
-from gen_export.fusion import optimize_decoder
-from gen_export.precision import quantize_decoder
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
+from gen_export.export.export_spec import DEFAULT_OPSET
+from gen_export.generation import SearchGraphPlan
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchGraphSpec, SearchMode, build_search_graph
+from gen_export.search.fusion import optimize_decoder
+from gen_export.search.precision import quantize_decoder
+from gen_export.search.search_graph import SearchGraphSpec, SearchMode
 
 SHAPES = {
     "tiny": {"hidden": 64, "layers": 2, "heads": 4, "vocab": 400},
@@ -164,8 +165,9 @@ def build_gpt2_optimum(folder: Path, shape: dict[str, int]) -> Path:
 def build_graphs(model_dir: Path, folder: Path, variants: list[str]) -> dict[str, Path]:
     """One decoder export per shape, then each variant fused around its own (optimized/quantized) copy.
 
-    The pieces `export_generation` uses, without its decoder validation and parity matrix (minutes at the
-    base shape, per variant): the benchmark instead compares every fused graph's tokens with `generate`.
+    The stages `export_generation` composes (decoder export, optimize/quantize, `generation.SearchGraphPlan`'s
+    build), without its decoder validation and parity matrix (minutes at the base shape, per variant): the
+    benchmark instead compares every fused graph's tokens with `generate`.
     """
     folder.mkdir(parents=True)
     loaded = load_decoder(model_dir)
@@ -187,14 +189,14 @@ def build_graphs(model_dir: Path, folder: Path, variants: list[str]) -> dict[str
 def _build_variant(model_dir: Path, decoder: Path, folder: Path, variant: str, dims: Any,
                    spec: SearchGraphSpec) -> Path:
     if variant in HF_VARIANTS:
-        from gen_export.hf_search import HfMode, HfSearchSpec, build_hf_search_graph
+        from gen_export.search.hf_search import HfMode, HfSearchSpec
 
         source = decoder
         if HF_VARIANTS[variant]:
             source = folder / "decoder.hfopt.onnx"
             optimize_decoder(decoder, source, dims)
         hf_spec = HfSearchSpec(HfMode.BEAM, (dims.eos_token_id,), dims.pad_token_id, dims.vocab_size)
-        return build_hf_search_graph(source, folder / f"beam-{variant}.onnx", hf_spec)
+        return SearchGraphPlan(SearchMode.BEAM, model_dir, spec, hf_spec).build(source, folder / f"beam-{variant}.onnx")
     precision, optimize, keep_logits, init_decoder = VARIANTS[variant]
     source = decoder
     if optimize:
@@ -202,8 +204,9 @@ def _build_variant(model_dir: Path, decoder: Path, folder: Path, variant: str, d
         optimize_decoder(decoder, source, dims)
     if precision != "fp32":
         source = quantize_decoder(source, folder / f"decoder.{variant}.onnx", precision, keep_logits_fp32=keep_logits)
-    graph = build_search_graph(model_dir, source, folder / f"beam-{variant}.onnx",
-                               replace(spec, init_decoder=init_decoder))
+    # The same graph stage `export_generation` composes (generation.SearchGraphPlan), per variant.
+    graph = SearchGraphPlan(SearchMode.BEAM, model_dir, replace(spec, init_decoder=init_decoder)).build(
+        source, folder / f"beam-{variant}.onnx")
     for leftover in folder.glob("decoder.*.onnx"):
         leftover.unlink()  # 1.5 GB each at the base shape; the fused graph holds its own copy
     return graph

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from bench_generate import SHAPES, build_biogpt
 
-import gen_export.decoder as decoder_module
-from gen_export.decoder import export_decoder_onnx, load_decoder
+import gen_export.export.decoder as decoder_module
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
+from gen_export.export.tied_embeddings import share_tied_embedding_file
 from gen_export.runtime import make_session
-from gen_export.tied_embeddings import share_tied_embedding_file
 
 PAST = 24
 

@@ -30,9 +30,9 @@ from transformers import BioGptConfig, BioGptForCausalLM, BioGptTokenizer
 
 from gen_export.demo import DEMO_PROMPTS, build_tokenizer
 from gen_export.generation import GenerationDefaults, export_generation
-from gen_export.parity import ParityCase
-from gen_export.reference_search import SearchFlags
-from gen_export.search_graph import SearchMode
+from gen_export.search.search_graph import SearchMode
+from gen_export.verify.parity import ParityCase
+from gen_export.verify.reference_search import SearchFlags
 
 BIOGPT_LARGE = {"hidden_size": 1600, "num_hidden_layers": 48, "num_attention_heads": 25, "vocab_size": 57717,
                 "max_position_embeddings": 2048, "intermediate_size": 6400}

@@ -29,9 +29,9 @@ from pathlib import Path
 from gen_export.demo import cached_checkpoint
 from gen_export.embed import export_embedding
 from gen_export.generation import GenerationDefaults, export_generation
-from gen_export.triton import validate_repository, write_embedding_repository, write_generator_repository
-from gen_export.triton_load import EMBEDDER_TEXTS, GENERATOR_PROMPTS, _Client, _same, run_load
-from gen_export.triton_server import bundled_triton_server
+from gen_export.serve.triton import validate_repository, write_embedding_repository, write_generator_repository
+from gen_export.serve.triton_load import EMBEDDER_TEXTS, GENERATOR_PROMPTS, _Client, _same, run_load
+from gen_export.serve.triton_server import bundled_triton_server
 
 
 @dataclass

@@ -18,14 +18,14 @@ import onnx
 import pytest
 from fixtures_decoders import WrongMinLengthSession, cached_checkpoint
 
-from gen_export.architectures import get_architecture, supported
-from gen_export.decoder import export_decoder, load_decoder
 from gen_export.demo import DEMO_PROMPTS
+from gen_export.export.architectures import get_architecture, supported
+from gen_export.export.decoder import export_decoder, load_decoder
 from gen_export.generation import GenerationExportResult, export_generation
-from gen_export.parity import ParityCase, ParityReport, Verdict, run_case, run_parity
-from gen_export.reference_search import SearchFlags
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchMode
+from gen_export.search.search_graph import SearchMode
+from gen_export.verify.parity import ParityCase, ParityReport, Verdict, run_case, run_parity
+from gen_export.verify.reference_search import SearchFlags
 
 ARCHITECTURES = ("biogpt", "gpt2", "opt")
 
@@ -94,8 +94,8 @@ def _run(h: dict[str, Any], cases: list[ParityCase]) -> ParityReport:
 def test_registry_lists_gpt2_and_opt() -> None:
     decoders = supported("decoder")
     assert {"BioGptForCausalLM", "GPT2LMHeadModel", "OPTForCausalLM"} <= set(decoders)
-    assert type(get_architecture("GPT2LMHeadModel", "decoder")).__module__ == "gen_export.architectures.gpt2"
-    assert type(get_architecture("OPTForCausalLM", "decoder")).__module__ == "gen_export.architectures.opt"
+    assert type(get_architecture("GPT2LMHeadModel", "decoder")).__module__ == "gen_export.export.architectures.gpt2"
+    assert type(get_architecture("OPTForCausalLM", "decoder")).__module__ == "gen_export.export.architectures.opt"
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])

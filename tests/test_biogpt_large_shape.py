@@ -20,10 +20,10 @@ import onnx
 import pytest
 
 from gen_export.artifacts import sha256_file
-from gen_export.export_spec import FORCE_EXTERNAL_DATA_ENV
+from gen_export.export.export_spec import FORCE_EXTERNAL_DATA_ENV
 from gen_export.generation import export_generation
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchMode
+from gen_export.search.search_graph import SearchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gen_export.artifacts import sha256_file
-from gen_export.decoder import export_decoder, load_decoder, validate_decoder
+from gen_export.export.decoder import export_decoder, load_decoder, validate_decoder
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gen_export.deploy import (
+from gen_export.errors import GenExportError
+from gen_export.generation import GenerationDefaults, export_generation
+from gen_export.search.search_graph import SearchMode
+from gen_export.serve.deploy import (
     GRPC_PORT,
     HTTP_PORT,
     IMAGE_PLACEHOLDER,
@@ -28,10 +31,7 @@ from gen_export.deploy import (
     read_server_arguments,
     write_deployment,
 )
-from gen_export.errors import GenExportError
-from gen_export.generation import GenerationDefaults, export_generation
-from gen_export.search_graph import SearchMode
-from gen_export.triton import write_generator_repository
+from gen_export.serve.triton import write_generator_repository
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install 'genexport[deploy]'")
 
@@ -194,7 +194,7 @@ def test_deployment_arguments_start_the_bundled_server(repositories: dict[str, P
     import psutil
     import tritonclient.http as http
 
-    from gen_export.triton_server import bundled_triton_server
+    from gen_export.serve.triton_server import bundled_triton_server
 
     result = deployments["pvc"]
     arguments = read_server_arguments(result.output)

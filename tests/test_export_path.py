@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers
 
-from gen_export.architectures.base import cache_keyword
 from gen_export.errors import GenExportError
+from gen_export.export.architectures.base import cache_keyword
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ import sys
 sys.modules["optimum.exporters.onnx"] = None
 sys.modules["optimum.onnxruntime"] = None
 from pathlib import Path
-from gen_export.decoder import export_decoder
+from gen_export.export.decoder import export_decoder
 from gen_export.embed import export_embedding
 result = export_decoder(Path({str(tiny_biogpt)!r}), Path({str(tmp_path / "decoder")!r}))
 assert result.validation.passed

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from gen_export.cli import app
 from gen_export.errors import GenExportError
 from gen_export.gen_defaults import CLI, CONFIG, GENEXPORT, resolve_generation_settings
-from gen_export.hf_search import EarlyStopping
-from gen_export.search_graph import SearchMode
+from gen_export.search.hf_search import EarlyStopping
+from gen_export.search.search_graph import SearchMode
 
 CONFIG_VALUES = {"num_beams": 3, "length_penalty": 0.6, "early_stopping": "never", "max_new_tokens": 7,
                  "min_new_tokens": 2, "repetition_penalty": 1.2, "no_repeat_ngram_size": 3, "top_k": 10,

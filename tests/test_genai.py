@@ -18,8 +18,8 @@ import torch
 from fixtures_decoders import cached_checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gen_export.decoder import export_decoder
-from gen_export.genai import GENAI_CONFIG
+from gen_export.export.decoder import export_decoder
+from gen_export.export.genai import GENAI_CONFIG
 
 og = pytest.importorskip("onnxruntime_genai", reason="pip install 'genexport[deploy]' (onnxruntime-genai)")
 

@@ -13,9 +13,9 @@ import pytest
 from fixtures_decoders import WrongMinLengthSession
 
 from gen_export.generation import export_generation
-from gen_export.parity import ParityCase, Verdict, run_case, run_parity
-from gen_export.reference_search import SearchFlags
 from gen_export.runtime import make_session
+from gen_export.verify.parity import ParityCase, Verdict, run_case, run_parity
+from gen_export.verify.reference_search import SearchFlags
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["exported", "optimized"])
@@ -27,7 +27,7 @@ def beam_export(tiny_biogpt: Path, tmp_path_factory: pytest.TempPathFactory, req
 
 @pytest.fixture(scope="module")
 def harness(beam_export, tiny_biogpt: Path) -> dict[str, Any]:
-    from gen_export.decoder import load_decoder
+    from gen_export.export.decoder import load_decoder
 
     loaded = load_decoder(tiny_biogpt)
     tokenizer = loaded.architecture.load_tokenizer(tiny_biogpt)

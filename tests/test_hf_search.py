@@ -22,12 +22,11 @@ import pytest
 import torch
 from fixtures_decoders import WrongMinLengthSession, cached_checkpoint
 
-from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.demo import DEMO_PROMPTS
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
 from gen_export.generation import export_generation
-from gen_export.hf_parity import HfCase, HfParityReport, hf_matrix, run_hf_parity
-from gen_export.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
-from gen_export.hf_search import (
+from gen_export.runtime import make_session
+from gen_export.search.hf_search import (
     EarlyStopping,
     HfMode,
     HfOptions,
@@ -35,10 +34,11 @@ from gen_export.hf_search import (
     build_hf_search_graph,
     search_node_domains,
 )
-from gen_export.parity import Verdict
-from gen_export.reference_search import SearchFlags
-from gen_export.runtime import make_session
-from gen_export.search_graph import SearchMode
+from gen_export.search.search_graph import SearchMode
+from gen_export.verify.hf_parity import HfCase, HfParityReport, hf_matrix, run_hf_parity
+from gen_export.verify.hf_sampling import HfSamplingReport, SamplingSettings, run_hf_sampling_checks
+from gen_export.verify.parity import Verdict
+from gen_export.verify.reference_search import SearchFlags
 
 ARCHITECTURES = ("biogpt", "gpt2", "opt")
 BATCH_A = (DEMO_PROMPTS[0], DEMO_PROMPTS[3], DEMO_PROMPTS[5])  # three lengths: left padding
@@ -336,8 +336,8 @@ def test_external_data_decoder_gives_an_external_data_graph(harnesses: dict[str,
 def test_optimized_int8_graph_and_triton_repository(harnesses: dict[str, Harness], tmp_path: Path) -> None:
     """--optimize (com.microsoft attention inside the decoder only) and int8 compose; the Triton writer takes it."""
     from gen_export.demo import cached_checkpoint as cached_biogpt
-    from gen_export.precision import Precision
-    from gen_export.triton import write_generator_repository
+    from gen_export.search.precision import Precision
+    from gen_export.serve.triton import write_generator_repository
 
     h = harnesses["biogpt"]
     cases = [_case(h, "batch, lp 1, nrs 2", BATCH_A, num_beams=4, num_return_sequences=2)]
@@ -393,7 +393,7 @@ def test_repetition_penalty_padding_rule_of_either_transformers_line(
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
     from transformers.generation.utils import GenerationMixin
 
-    from gen_export.hf_search import transformers_major
+    from gen_export.search.hf_search import transformers_major
 
     h = harnesses["gpt2"]
     if ignores_padding != (transformers_major() >= 5):

@@ -14,9 +14,9 @@ import pytest
 from gen_export.artifacts import sha256_file
 from gen_export.errors import GenExportError
 from gen_export.generation import export_generation
-from gen_export.object_store import UPLOAD_MANIFEST, download_repository, parse_s3_url, upload_repository
-from gen_export.search_graph import SearchMode
-from gen_export.triton import write_generator_repository
+from gen_export.search.search_graph import SearchMode
+from gen_export.serve.object_store import UPLOAD_MANIFEST, download_repository, parse_s3_url, upload_repository
+from gen_export.serve.triton import write_generator_repository
 
 pytest.importorskip("boto3", reason="pip install 'genexport[deploy]'")
 moto_server = pytest.importorskip("moto.server", reason="pip install 'genexport[deploy]' (moto[server])")
@@ -100,7 +100,7 @@ def test_bundled_server_loads_the_repository_from_s3(repository: Path, s3_endpoi
     import numpy as np
     import tritonclient.http as http
 
-    from gen_export.triton_server import bundled_triton_server
+    from gen_export.serve.triton_server import bundled_triton_server
 
     upload_repository(repository, "s3://models/served", endpoint_url=s3_endpoint)
     url = f"s3://{s3_endpoint}/models/served"  # Triton's form for S3-compatible endpoints: s3://http://HOST:PORT/...

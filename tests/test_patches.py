@@ -45,9 +45,9 @@ def test_patch_refuses_unchecked_onnxruntime(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="module")
 def tiny_decoders(tiny_biogpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from gen_export.decoder import export_decoder_onnx, load_decoder
-    from gen_export.fusion import optimize_decoder
-    from gen_export.precision import quantize_decoder
+    from gen_export.export.decoder import export_decoder_onnx, load_decoder
+    from gen_export.search.fusion import optimize_decoder
+    from gen_export.search.precision import quantize_decoder
 
     folder = tmp_path_factory.mktemp("decoders")
     loaded = load_decoder(tiny_biogpt)
@@ -125,8 +125,8 @@ def gpt2_fixture(demo_cache: Path) -> Path:
 
 
 def _export_gpt2_unpatched(folder: Path, out: Path) -> Path:
-    from gen_export.decoder import load_decoder
-    from gen_export.export_spec import DecoderWithPastOnnxConfig, export_with_spec
+    from gen_export.export.decoder import load_decoder
+    from gen_export.export.export_spec import DecoderWithPastOnnxConfig, export_with_spec
 
     loaded = load_decoder(folder)
     return export_with_spec(loaded.wrapper, DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims), out)
@@ -137,7 +137,7 @@ def test_gpt2_on_4_57_still_needs_vmap_free_mask(gpt2_fixture: Path, tmp_path: P
     the patch is rightly not applied (the masks use no vmap and the unpatched export validates)."""
     from transformers import masking_utils
 
-    from gen_export.decoder import load_decoder, require_passed, validate_decoder
+    from gen_export.export.decoder import load_decoder, require_passed, validate_decoder
     from gen_export.patches import tf_causal_mask
 
     if tf_causal_mask.needed():

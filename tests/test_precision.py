@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gen_export.cli import app
-from gen_export.decoder import export_decoder_onnx, load_decoder
 from gen_export.errors import GenExportError
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
 from gen_export.generation import export_generation
-from gen_export.precision import Precision, quantize_decoder
+from gen_export.search.precision import Precision, quantize_decoder
 
 
 def _decoder_ops(graph: Path) -> set[str]:
@@ -99,8 +99,8 @@ def test_int4_quantizer_leaves_logging_as_it_found_it(tiny_biogpt: Path, tmp_pat
     (the CLI's case) that printed a line per graph node and left a handler on the caller's root logger."""
     code = (
         "import logging\nfrom pathlib import Path\n"
-        "from gen_export.decoder import export_decoder_onnx, load_decoder\n"
-        "from gen_export.precision import quantize_decoder\n"
+        "from gen_export.export.decoder import export_decoder_onnx, load_decoder\n"
+        "from gen_export.search.precision import quantize_decoder\n"
         f"decoder = export_decoder_onnx(load_decoder(Path({str(tiny_biogpt)!r})), Path({str(tmp_path)!r}) / 'd.onnx')\n"
         f"quantize_decoder(decoder, Path({str(tmp_path)!r}) / 'q.onnx', 'int4')\n"
         "print(logging.getLogger().level, logging.getLogger().handlers)\n"
@@ -164,7 +164,7 @@ def test_optimized_fp32_graph_passes_parity(tiny_biogpt: Path, tmp_path: Path) -
 def test_init_decoder_only_below_the_size_limit(tiny_biogpt: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Large decoders skip the first-step decoder (memory); the manifest says which one was built."""
-    from gen_export import search_graph
+    from gen_export.search import search_graph
 
     monkeypatch.setattr(search_graph, "INIT_DECODER_MAX_BYTES", 1)
     result = export_generation(tiny_biogpt, tmp_path / "big", parity=False)

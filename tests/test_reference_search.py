@@ -1,4 +1,4 @@
-"""The onnxruntime-rules reference search (gen_export/reference_search.py) against the fused BeamSearch graph.
+"""The onnxruntime-rules reference search (gen_export/verify/reference_search.py) against the fused BeamSearch graph.
 
 The parity harness explains "graph differs from generate" by "graph equals the reference", so the
 reference must follow onnxruntime's BeamSearch kernel exactly. Here it is compared with the graph
@@ -37,13 +37,13 @@ from fixtures_decoders import build_tokenizer
 from safetensors.torch import load_file
 from transformers import BioGptConfig, BioGptForCausalLM, GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 
-from gen_export import reference_search
-from gen_export.decoder import load_decoder
 from gen_export.demo import build_tokenizer as build_biogpt_tokenizer
+from gen_export.export.decoder import load_decoder
 from gen_export.generation import export_generation
-from gen_export.parity import ParityCase, graph_feed, run_case, user_tokens
-from gen_export.reference_search import SearchFlags, next_logits_from_model, ort_beam_search, ort_greedy_search
 from gen_export.runtime import make_session
+from gen_export.verify import reference_search
+from gen_export.verify.parity import ParityCase, graph_feed, run_case, user_tokens
+from gen_export.verify.reference_search import SearchFlags, next_logits_from_model, ort_beam_search, ort_greedy_search
 
 DATA = Path(__file__).parent / "data"
 REGRESSION = DATA / "opt_tf5_lp2"

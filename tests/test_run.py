@@ -16,9 +16,9 @@ from gen_export.cli import app
 from gen_export.embed import default_model_dir, export_embedding
 from gen_export.errors import GenExportError
 from gen_export.generation import BUILTIN_PROMPTS, export_generation
-from gen_export.parity import generate_config
-from gen_export.reference_search import SearchFlags
 from gen_export.run import EmbeddingRun, GenerationRun, RunSettings, run_export
+from gen_export.verify.parity import generate_config
+from gen_export.verify.reference_search import SearchFlags
 
 runner = CliRunner()
 DEMO_PROMPT = "the patient was treated with"
@@ -179,7 +179,7 @@ def test_run_embedding_prints_shape_and_norms(tmp_path: Path) -> None:
 
 
 def test_run_sampling_graph_is_repeatable_per_seed(tiny_biogpt: Path, tmp_path: Path) -> None:
-    from gen_export.search_graph import SearchMode
+    from gen_export.search.search_graph import SearchMode
 
     out = export_generation(tiny_biogpt, tmp_path / "sampling", mode=SearchMode.SAMPLING, parity=False).output
     prompts = list(BUILTIN_PROMPTS)

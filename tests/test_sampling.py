@@ -23,26 +23,26 @@ from test_architectures import greedy_matrix
 from typer.testing import CliRunner
 
 from gen_export.cli import app
-from gen_export.decoder import load_decoder
 from gen_export.demo import DEMO_PROMPTS
 from gen_export.errors import GenExportError
+from gen_export.export.decoder import load_decoder
 from gen_export.generation import (
     GenerationDefaults,
     GenerationExportResult,
     default_matrix,
     export_generation,
 )
-from gen_export.parity import ParityCase, Verdict, run_parity, user_tokens
-from gen_export.reference_search import SearchFlags
 from gen_export.runtime import make_session
-from gen_export.sampling_checks import (
+from gen_export.search.search_graph import SearchMode
+from gen_export.verify.parity import ParityCase, Verdict, run_parity, user_tokens
+from gen_export.verify.reference_search import SearchFlags
+from gen_export.verify.sampling_checks import (
     DEFAULT_TV_BOUND,
     GREEDY_TOP_P,
     SamplingReport,
     SeededSession,
     distribution_check,
 )
-from gen_export.search_graph import SearchMode
 
 TEMPERATURE, TOP_P = 0.8, 0.9
 Exports = dict[str, GenerationExportResult]
@@ -200,7 +200,7 @@ def test_distribution_check_detects_wrong_temperature_and_top_p(biogpt: dict[str
 def test_draws_split_into_batches_keep_the_distribution(biogpt: dict[str, Any],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Large vocabularies split the draws (memory); spaced seeds keep the batches independent enough."""
-    import gen_export.sampling_checks as checks
+    import gen_export.verify.sampling_checks as checks
 
     dims = biogpt["dims"]
     vocab = biogpt["model"].config.vocab_size

@@ -14,9 +14,9 @@ from transformers import AutoTokenizer
 
 from gen_export.cli import decoder_table, embedding_table, timings_table
 from gen_export.generation import BUILTIN_PROMPTS, GenerationDefaults, default_matrix
-from gen_export.parity import CaseResult, ParityReport, Verdict
-from gen_export.sampling_checks import SamplingCheck, SamplingReport
-from gen_export.search_graph import SearchMode
+from gen_export.search.search_graph import SearchMode
+from gen_export.verify.parity import CaseResult, ParityReport, Verdict
+from gen_export.verify.sampling_checks import SamplingCheck, SamplingReport
 
 WIDTH = 80
 

@@ -14,10 +14,10 @@ import pytest
 from fixtures_decoders import cached_checkpoint
 from onnx import numpy_helper
 
-import gen_export.decoder as decoder_module
-from gen_export.decoder import export_decoder_onnx, load_decoder
+import gen_export.export.decoder as decoder_module
+from gen_export.export.decoder import export_decoder_onnx, load_decoder
+from gen_export.export.tied_embeddings import share_tied_embedding, share_tied_embedding_file
 from gen_export.runtime import logits_projection, make_session
-from gen_export.tied_embeddings import share_tied_embedding, share_tied_embedding_file
 
 
 @pytest.fixture(scope="module", params=["biogpt", "gpt2", "opt"])

@@ -23,8 +23,8 @@ from transformers import AutoTokenizer
 from gen_export.errors import GenExportError
 from gen_export.generation import GenerationDefaults, export_generation
 from gen_export.runtime import make_session
-from gen_export.search_graph import SearchMode
-from gen_export.triton import (
+from gen_export.search.search_graph import SearchMode
+from gen_export.serve.triton import (
     CONTAINER_MAX_IR_VERSION,
     DEFAULT_MAX_PROMPTS,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -78,7 +78,7 @@ def repositories(generator_export, greedy_export, embedding_export,
 
 @pytest.fixture(scope="module")
 def server(repositories: dict[str, Any], request: pytest.FixtureRequest):
-    from gen_export.triton_server import bundled_triton_server
+    from gen_export.serve.triton_server import bundled_triton_server
 
     failed_before = request.session.testsfailed
     roots = [repositories[k].root for k in ("gen_python", "greedy_python", "emb_python")]
@@ -371,7 +371,7 @@ def test_oversized_request_is_refused_before_tokenizing(server, model: str, coun
 
 @pytest.mark.parametrize(("protocol", "clients", "requests"), [("http", 4, 5), ("grpc", 2, 3)])
 def test_bounded_load_loses_nothing(server, protocol: str, clients: int, requests: int) -> None:
-    from gen_export.triton_load import run_load
+    from gen_export.serve.triton_load import run_load
 
     url = server.http_url if protocol == "http" else server.grpc_url
     report = run_load(url, clients=clients, requests_per_client=requests, timeout_s=60, protocol=protocol)

@@ -1,6 +1,6 @@
 """Statistical checks for transformers-rules sampling graphs (sampling and beam sampling).
 
-The graph draws from its own counter-based random stream (gen_export.hf_search._uniform), not PyTorch's, so no
+The graph draws from its own counter-based random stream (gen_export.search.hf_search._uniform), not PyTorch's, so no
 token parity can be claimed. What is checked, against transformers' own processor classes:
 
 * **same seed, same tokens** (a left-padded batch, twice) and **other seed, other draws**;
@@ -34,9 +34,9 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from gen_export.architectures.base import ort_position_ids
-from gen_export.hf_search import HfMode, HfSearchSpec
-from gen_export.sampling_checks import DEFAULT_TV_BOUND, MAX_BINS, MIN_EXPECTED, MIN_P_VALUE, SamplingCheck
+from gen_export.export.architectures.base import ort_position_ids
+from gen_export.search.hf_search import HfMode, HfSearchSpec
+from gen_export.verify.sampling_checks import DEFAULT_TV_BOUND, MAX_BINS, MIN_EXPECTED, MIN_P_VALUE, SamplingCheck
 
 #: Slack on top_p at the nucleus edge (onnxruntime's and PyTorch's float32 softmax/cumsum round differently).
 TOP_P_SLACK = 1e-4

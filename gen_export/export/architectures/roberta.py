@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from gen_export.architectures import register
-from gen_export.architectures.encoder_base import EncoderArchitecture
+from gen_export.export.architectures import register
+from gen_export.export.architectures.encoder_base import EncoderArchitecture
 
 
 class _Roberta(EncoderArchitecture):

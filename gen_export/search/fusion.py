@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gen_export.architectures.base import DecoderDims
+from gen_export.export.architectures.base import DecoderDims
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import needs_external_data
 

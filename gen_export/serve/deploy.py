@@ -28,6 +28,7 @@ from typing import Any
 
 from gen_export.artifacts import Manifest, sha256_files, staged_output
 from gen_export.errors import GenExportError
+from gen_export.manifest import DeploySettings
 
 #: The official image the derived one starts from (the README's docker example uses the same tag).
 TRITON_BASE_IMAGE = "nvcr.io/nvidia/tritonserver:25.03-py3"
@@ -105,7 +106,7 @@ class DeploymentResult:
 
 def _check_repository(repo_dir: Path) -> dict[str, Any]:
     """The repository's configs, schema-checked with the same checks `genexport triton` runs."""
-    from gen_export.triton import load_configs, validate_repository
+    from gen_export.serve.triton import load_configs, validate_repository
 
     if not repo_dir.is_dir() or not any(repo_dir.glob("*/config.pbtxt")):
         raise GenExportError(f"{repo_dir} is not a Triton model repository (no MODEL/config.pbtxt inside)",
@@ -495,10 +496,10 @@ def write_deployment(
         Manifest(
             command="deploy",
             source={"repository": str(repo_dir.resolve()), "repository_sha256": fingerprint},
-            settings={"name": name, "model_repository": model_repository, "pvc": pvc,
-                      "credentials_secret": secret if scheme else None, "image": image,
-                      "autoscale_on": autoscale_on, "replicas": [min_replicas, max_replicas],
-                      "server_args": args, "sizing": asdict(sizing)},
+            settings=DeploySettings(name=name, model_repository=model_repository, pvc=pvc,
+                                    credentials_secret=secret if scheme else None, image=image,
+                                    autoscale_on=autoscale_on, replicas=[min_replicas, max_replicas],
+                                    server_args=list(args), sizing=asdict(sizing)),
         ).write(staging)
         files = tuple(sorted(p.name for p in staging.iterdir()))
     output = Path(output).resolve()

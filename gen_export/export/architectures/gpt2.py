@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gen_export.architectures import register
-from gen_export.architectures.base import DecoderArchitecture
+from gen_export.export.architectures import register
+from gen_export.export.architectures.base import DecoderArchitecture
 
 
 @register

@@ -19,7 +19,7 @@ import json
 import shutil
 import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +31,20 @@ from gen_export.artifacts import (
     read_manifest,
     staged_output,
 )
+from gen_export.contract import GRAPH_INPUTS, REQUEST_PARAMETERS
 from gen_export.errors import GenExportError
+from gen_export.manifest import Manifest as ExportManifest
+from gen_export.manifest import RequestLimits, TritonSettings
 from gen_export.validate import require_bool, require_float, require_int, require_name, require_path
 
 MODELS_DIR = Path(__file__).parent / "triton_models"
 _DTYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32", "string": "TYPE_STRING"}
 #: Optional ensemble inputs of the generator, their Triton type and the graph input they feed.
-GENERATOR_PARAMETERS = {
-    "MAX_NEW_TOKENS": ("TYPE_INT32", "max_length"),
-    "MIN_NEW_TOKENS": ("TYPE_INT32", "min_length"),
-    "NUM_BEAMS": ("TYPE_INT32", "num_beams"),
-    "NUM_RETURN_SEQUENCES": ("TYPE_INT32", "num_return_sequences"),
-    "LENGTH_PENALTY": ("TYPE_FP32", "length_penalty"),
-    "REPETITION_PENALTY": ("TYPE_FP32", "repetition_penalty"),
-    "SEED": ("TYPE_INT32", "seed"),
-}
+#: Triton's type for each element type of a graph input (gen_export.contract.GRAPH_INPUTS).
+_TRITON_TYPES = {"int32": "TYPE_INT32", "int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+#: The generator's optional request parameters: name -> (Triton type, the graph input it feeds), from the contract.
+GENERATOR_PARAMETERS = {parameter: (_TRITON_TYPES[GRAPH_INPUTS[graph_input].dtype], graph_input)
+                        for parameter, graph_input in REQUEST_PARAMETERS.items()}
 DEFAULT_MAX_NEW_TOKENS = 32
 #: Prompts per generator request; beam search holds prompts x beams sequences in memory at once.
 DEFAULT_MAX_PROMPTS = 16
@@ -206,7 +205,7 @@ def check_request_limits(max_texts: Any, max_text_bytes: Any, max_request_bytes:
 
 
 def _prepare(export_dir: Any, repo_dir: Any, backend: str, command: tuple[str, ...], name: Any,
-             force: Any) -> tuple[Path, Path, str, dict[str, Any]]:
+             force: Any) -> tuple[Path, Path, str, ExportManifest]:
     """Arguments, then the export's manifest, then the repository folder: all checked before anything is written.
 
     The repository folder must not be, contain or lie inside the export it is made from.
@@ -217,10 +216,10 @@ def _prepare(export_dir: Any, repo_dir: Any, backend: str, command: tuple[str, .
     name = require_name("name", name) or ("generator" if "beam" in command else "embedder")
     if backend not in ("onnxruntime", "python"):
         raise GenExportError(f"unknown Triton backend '{backend}'", "use --backend onnxruntime or python")
-    manifest = read_manifest(export_dir)
-    if manifest["command"] not in command:
+    manifest = read_manifest(export_dir, purpose="a Triton repository")
+    if manifest.command not in command:
         raise GenExportError(
-            f"{export_dir} holds a '{manifest['command']}' export, not one of {', '.join(command)}",
+            f"{export_dir} holds a '{manifest.command}' export, not one of {', '.join(command)}",
             "point at the output folder of the matching genexport command",
         )
     check_output_target(repo_dir, force, model_dirs=(export_dir,))  # not the export, nor a folder containing it
@@ -240,11 +239,11 @@ def _manifest_reads(export_dir: Path) -> Iterator[None]:
                              "export again with genexport (the manifest must be the one it wrote)") from None
 
 
-def _write_marker(root: Path, export_dir: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> None:
+def _write_marker(root: Path, export_dir: Path, manifest: ExportManifest, settings: TritonSettings) -> None:
     """genexport.json in the repository root: the marker that lets --force replace it later (and `info` read
     it). Triton ignores files at the top of a model repository."""
-    Manifest(command="triton", source={"export": str(export_dir.resolve()), "export_command": manifest["command"],
-                                       "export_source": manifest.get("source")},
+    Manifest(command="triton", source={"export": str(export_dir.resolve()), "export_command": manifest.command,
+                                       "export_source": manifest.source},
              settings=settings).write(root)
 
 
@@ -264,21 +263,18 @@ def write_generator_repository(
     export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("beam", "greedy", "sampling"),
                                                     name, force)
     with _manifest_reads(export_dir):
-        settings = manifest["settings"]
-        graph_name = next(iter(manifest["graph"]))
-        io = manifest["graph"][graph_name]
-        graph_inputs: list[str] = list(settings["graph_inputs"])
-        defaults = dict(settings["generation_defaults"])
-        search = settings["search"]
-        eos_token_id, pad_token_id = int(search["eos_token_id"]), int(search["pad_token_id"])
-        max_positions = int(settings["dims"]["max_positions"])
-        graph_tensors = {t["name"]: t for t in io["inputs"] + io["outputs"]}
-        outputs = [t["name"] for t in io["outputs"]]
+        settings = manifest.generation()
+        graph_name, io = manifest.main_graph()
+        graph_inputs: list[str] = list(settings.graph_inputs)
+        defaults = asdict(settings.generation_defaults)
+        eos_token_id, pad_token_id = settings.search.eos_token_id, settings.search.pad_token_id
+        max_positions = settings.max_positions
+        outputs = io.output_names
         # Each graph tensor as a member config entry, with the graph's own dtype and dims (a mismatch would fail
         # at load time); "sequences" feeds the detokenizer.
-        declared = {n: _tensor(n, _DTYPES[graph_tensors[n]["dtype"]], _dims(graph_tensors[n]["dims"]))
+        declared = {n: _tensor(n, _DTYPES[io.tensor(n).dtype], _dims(io.tensor(n).dims))
                     for n in [*graph_inputs, *outputs, "sequences"]}
-        sequences_dims = _dims(graph_tensors["sequences"]["dims"])
+        sequences_dims = _dims(io.tensor("sequences").dims)
     _check_served_defaults(defaults, export_dir)
     paths = python_paths if python_paths is not None else default_python_paths()
     request_defaults = {
@@ -338,9 +334,8 @@ def write_generator_repository(
         (root / "README.md").write_text(_generator_readme(name, parameters, request_defaults, max_prompts,
                                                           max_text_bytes, max_request_bytes))
         validate_repository(root)
-        _write_marker(root, export_dir, manifest, {
-            "backend": backend, "ensemble": name, "request_limits": {
-                "max_texts": max_prompts, "max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}})
+        _write_marker(root, export_dir, manifest, TritonSettings(backend, name, RequestLimits(
+            max_texts=max_prompts, max_text_bytes=max_text_bytes, max_request_bytes=max_request_bytes)))
     return TritonRepository(Path(repo_dir).resolve(), name,
                             (tokenizer_model, generator_model, detokenizer_model, name), backend)
 
@@ -358,11 +353,10 @@ def write_embedding_repository(
     check_request_limits(max_batch_size, max_text_bytes, max_request_bytes)
     export_dir, repo_dir, name, manifest = _prepare(export_dir, repo_dir, backend, ("embed",), name, force)
     with _manifest_reads(export_dir):
-        settings = manifest["settings"]
-        inputs = [spec["name"] for spec in settings["inputs"]]
-        out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1"
-                                    for d in settings["output"]["dims"][1:]) + " ]"
-        max_length = int(settings["tokenizer"]["max_length"])
+        settings = manifest.embedding()
+        inputs = [spec.name for spec in settings.inputs]
+        out_dims = "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in settings.output.dims[1:]) + " ]"
+        max_length = settings.tokenizer.max_length
     paths = python_paths if python_paths is not None else default_python_paths()
     tokenizer_model, embedding_model = f"{name}_tokenizer", f"{name}_embedding"
     batching = "dynamic_batching { max_queue_delay_microseconds: 2000 }"
@@ -389,9 +383,8 @@ def write_embedding_repository(
             name, [_tensor("TEXT", "TYPE_STRING", "[ 1 ]")], [_tensor("embeddings", "TYPE_FP32", out_dims)],
             steps, max_batch_size))
         validate_repository(root)
-        _write_marker(root, export_dir, manifest, {
-            "backend": backend, "ensemble": name, "request_limits": {
-                "max_texts": max_batch_size, "max_text_bytes": max_text_bytes, "max_request_bytes": max_request_bytes}})
+        _write_marker(root, export_dir, manifest, TritonSettings(backend, name, RequestLimits(
+            max_texts=max_batch_size, max_text_bytes=max_text_bytes, max_request_bytes=max_request_bytes)))
     return TritonRepository(Path(repo_dir).resolve(), name, (tokenizer_model, embedding_model, name), backend)
 
 

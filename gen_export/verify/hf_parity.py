@@ -15,9 +15,9 @@ import torch
 from rich.table import Table
 from transformers import GenerationConfig, PreTrainedModel
 
-from gen_export.hf_search import HfMode, HfSearchSpec
-from gen_export.parity import ParityCase, Verdict, check_flags, graph_feed
-from gen_export.reference_search import SearchFlags
+from gen_export.search.hf_search import HfMode, HfSearchSpec
+from gen_export.verify.parity import ParityCase, Verdict, check_flags, graph_feed
+from gen_export.verify.reference_search import SearchFlags
 
 SCORE_ATOL = 1e-4
 

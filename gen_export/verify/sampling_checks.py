@@ -34,9 +34,9 @@ from rich.console import Group
 from rich.text import Text
 from transformers import PreTrainedModel
 
-from gen_export.architectures.base import ort_position_ids
-from gen_export.parity import ParityCase, ParityReport, graph_feed, run_parity, user_tokens
-from gen_export.reference_search import SearchFlags
+from gen_export.export.architectures.base import ort_position_ids
+from gen_export.verify.parity import ParityCase, ParityReport, graph_feed, run_parity, user_tokens
+from gen_export.verify.reference_search import SearchFlags
 
 #: top_p of the greedy-equivalent twin graph: only the most likely token survives the nucleus cut.
 GREEDY_TOP_P = 1e-6

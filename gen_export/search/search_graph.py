@@ -17,8 +17,9 @@ from typing import Any
 
 import onnx
 
-from gen_export.architectures.base import DecoderDims
+from gen_export.contract import ort_inputs
 from gen_export.errors import GenExportError
+from gen_export.export.architectures.base import DecoderDims
 from gen_export.options import SearchMode
 from gen_export.quiet import quiet_logging
 from gen_export.runtime import needs_external_data
@@ -61,12 +62,8 @@ class SearchGraphSpec:
 
 
 def search_graph_inputs(mode: SearchMode) -> list[str]:
-    """Graph input names, in the operator's order (`attention_mask` always present)."""
-    if mode is SearchMode.BEAM:
-        return ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty",
-                "repetition_penalty", "attention_mask"]
-    names = ["input_ids", "max_length", "min_length", "repetition_penalty", "attention_mask"]
-    return [*names, "seed"] if mode is SearchMode.SAMPLING else names
+    """Graph input names, in the operator's order (`attention_mask` always present): `contract.ORT_INPUTS`."""
+    return ort_inputs(mode)
 
 
 def build_search_graph(

@@ -8,8 +8,8 @@ so a repetition penalty also penalises EOS, on both sides alike.
 
 from __future__ import annotations
 
-from gen_export.architectures import register
-from gen_export.architectures.base import DecoderArchitecture
+from gen_export.export.architectures import register
+from gen_export.export.architectures.base import DecoderArchitecture
 
 
 @register

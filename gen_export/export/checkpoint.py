@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_export.architectures import get_architecture, supported
-from gen_export.architectures.base import Architecture
 from gen_export.artifacts import TOKENIZER_FILES, check_inside, sha256_files
 from gen_export.errors import GenExportError
+from gen_export.export.architectures import get_architecture, supported
+from gen_export.export.architectures.base import Architecture
 from gen_export.validate import one_line
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 from gen_export.errors import GenExportError
 
 if TYPE_CHECKING:
-    from gen_export.architectures.base import Architecture
+    from gen_export.export.architectures.base import Architecture
 
 #: The registry's list: modules imported (and so registered) on first lookup.
 ARCHITECTURE_MODULES: tuple[str, ...] = ("biogpt", "bert", "roberta", "gpt2", "opt")

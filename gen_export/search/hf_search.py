@@ -33,6 +33,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gen_export.contract import (
+    BEAM_OUTPUTS,
+    ONE_SEQUENCE_OUTPUTS,
+    TRANSFORMERS_BEAM_INPUTS,
+    TRANSFORMERS_GREEDY_INPUTS,
+    TRANSFORMERS_SAMPLING_INPUTS,
+    TensorSpec,
+    input_specs,
+    transformers_fed_inputs,
+    transformers_graph_inputs,
+)
+from gen_export.contract import DEFAULTED_INPUTS as CONTRACT_DEFAULTED_INPUTS
 from gen_export.errors import GenExportError
 from gen_export.runtime import needs_external_data
 
@@ -185,24 +197,21 @@ def check_rules(rules: str, mode: Any, options: HfOptions | None) -> HfOptions |
 
 
 #: Graph inputs in order: today's (onnxruntime operator order) then the new per-request ones with defaults.
-BEAM_INPUTS = ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty",
-               "repetition_penalty", "attention_mask", "max_new_tokens", "min_new_tokens"]
-GREEDY_INPUTS = ["input_ids", "max_length", "min_length", "repetition_penalty", "attention_mask",
-                 "max_new_tokens", "min_new_tokens"]
-SAMPLING_INPUTS = ["seed", "temperature", "top_k", "top_p"]
-#: Inputs with a default initializer of the same name (a caller may leave them out).
-DEFAULTED_INPUTS = ["max_new_tokens", "min_new_tokens", *SAMPLING_INPUTS]
+#: The graph's inputs are declared in gen_export.contract (one list for every reader).
+BEAM_INPUTS = list(TRANSFORMERS_BEAM_INPUTS)
+GREEDY_INPUTS = list(TRANSFORMERS_GREEDY_INPUTS)
+SAMPLING_INPUTS = list(TRANSFORMERS_SAMPLING_INPUTS)
+DEFAULTED_INPUTS = list(CONTRACT_DEFAULTED_INPUTS)
 
 
 def hf_graph_inputs(mode: HfMode) -> list[str]:
-    names = list(BEAM_INPUTS if mode.beams else GREEDY_INPUTS)
-    return names + SAMPLING_INPUTS if mode.sampling else names
+    return transformers_graph_inputs(mode.beams, mode.sampling)
 
 
 def hf_fed_inputs(mode: HfMode) -> list[str]:
     """The inputs a client (and the Triton tokenizer model) feeds: today's graphs' inputs, `seed` for sampling.
     The other new inputs keep their defaults unless a caller names them."""
-    return [n for n in hf_graph_inputs(mode) if n == "seed" or n not in DEFAULTED_INPUTS]
+    return transformers_fed_inputs(mode.beams, mode.sampling)
 
 
 class _Graph:
@@ -429,7 +438,7 @@ class _Decoder:
         expected = ["input_ids", "position_ids", "attention_mask"]
         if names[:3] != expected or not all(n.startswith("past_") for n in names[3:]):
             raise GenExportError(f"decoder inputs {names[:4]}... are not the GPT-2 subgraph contract",
-                                 "export the decoder with genexport (gen_export.decoder)")
+                                 "export the decoder with genexport (gen_export.export.decoder)")
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         if opset < 13:
             raise GenExportError(f"decoder opset {opset} is below 13", "export the decoder with --opset 17")
@@ -468,6 +477,14 @@ class _Decoder:
 
 def _tensor_input(name: str, elem: int, dims: list[Any]) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem, dims)
+
+
+_ELEMENT_TYPES = {"int32": TensorProto.INT32, "int64": TensorProto.INT64, "float32": TensorProto.FLOAT}
+
+
+def _declared(spec: TensorSpec) -> onnx.ValueInfoProto:
+    """A graph input or output as `gen_export.contract` declares it."""
+    return _tensor_input(spec.name, _ELEMENT_TYPES[spec.dtype], list(spec.dims))
 
 
 def _prologue(g: _Graph, spec: HfSearchSpec, dec: _Decoder, beams: str | None) -> dict[str, str]:
@@ -760,8 +777,7 @@ def build_hf_search_model(decoder_onnx: Path, spec: HfSearchSpec) -> onnx.ModelP
         seq = g.op("Slice", seq, g.unsqueeze(g.scalar(0, np.int64), 0), g.unsqueeze(out_len, 0), g.i64(2))
         g.nodes.append(helper.make_node("Cast", [seq], ["sequences"], name="outer/sequences", to=TensorProto.INT32))
         g.nodes.append(helper.make_node("Identity", [scores], ["sequences_scores"], name="outer/sequences_scores"))
-        outputs = [_tensor_input("sequences", TensorProto.INT32, ["batch_size", "num_return_sequences", "length"]),
-                   _tensor_input("sequences_scores", TensorProto.FLOAT, ["batch_size", "num_return_sequences"])]
+        outputs = [_declared(t) for t in BEAM_OUTPUTS]
     else:
         unfinished = g.op("Expand", g.scalar(True, bool), v["B"])
         body = _greedy_body(spec, dec, v, vocab)
@@ -769,21 +785,9 @@ def build_hf_search_model(decoder_onnx: Path, spec: HfSearchSpec) -> onnx.ModelP
         finals = g.op("Loop", v["trips"], "", *init, outputs=len(init), body=body)
         g.nodes.append(helper.make_node("Cast", [finals[3 + layers]], ["sequences"], name="outer/sequences",
                                          to=TensorProto.INT32))
-        outputs = [_tensor_input("sequences", TensorProto.INT32, ["batch_size", "length"])]
+        outputs = [_declared(t) for t in ONE_SEQUENCE_OUTPUTS]
 
-    scalar_inputs = {
-        "max_length": TensorProto.INT32, "min_length": TensorProto.INT32, "num_beams": TensorProto.INT32,
-        "num_return_sequences": TensorProto.INT32, "length_penalty": TensorProto.FLOAT,
-        "repetition_penalty": TensorProto.FLOAT, "max_new_tokens": TensorProto.INT32,
-        "min_new_tokens": TensorProto.INT32, "seed": TensorProto.INT32, "temperature": TensorProto.FLOAT,
-        "top_k": TensorProto.INT32, "top_p": TensorProto.FLOAT,
-    }
-    inputs = []
-    for name in hf_graph_inputs(spec.mode):
-        if name in ("input_ids", "attention_mask"):
-            inputs.append(_tensor_input(name, TensorProto.INT32, ["batch_size", "sequence_length"]))
-        else:
-            inputs.append(_tensor_input(name, scalar_inputs[name], [1]))
+    inputs = [_declared(spec) for spec in input_specs(hf_graph_inputs(spec.mode))]
     defaults = [numpy_helper.from_array(np.array([spec.max_new_tokens], np.int32), "max_new_tokens"),
                 numpy_helper.from_array(np.array([spec.min_new_tokens], np.int32), "min_new_tokens")]
     if spec.mode.sampling:

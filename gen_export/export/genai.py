@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_export.architectures.base import DecoderDims
 from gen_export.errors import GenExportError
+from gen_export.export.architectures.base import DecoderDims
 
 GENAI_CONFIG = "genai_config.json"
 #: What genai's tokenizer reads beside genai_config.json (tokenizer_config.json names the class and specials).

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from gen_export.architectures.base import Architecture
+from gen_export.export.architectures.base import Architecture
 
 
 class EncoderArchitecture(Architecture):

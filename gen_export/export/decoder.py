@@ -16,20 +16,21 @@ import onnx
 import torch
 from transformers import PreTrainedModel
 
-from gen_export.architectures.base import (
+from gen_export.artifacts import Manifest, staged_output
+from gen_export.errors import ParityError
+from gen_export.export.architectures.base import (
     DecoderArchitecture,
     DecoderDims,
     PastPresentDecoder,
     ort_position_ids,
 )
-from gen_export.artifacts import Manifest, staged_output
-from gen_export.checkpoint import Checkpoint, open_checkpoint
-from gen_export.errors import ParityError
-from gen_export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig, export_with_spec
-from gen_export.genai import write_genai_files
+from gen_export.export.checkpoint import Checkpoint, open_checkpoint
+from gen_export.export.export_spec import DEFAULT_OPSET, DecoderWithPastOnnxConfig, export_with_spec
+from gen_export.export.genai import write_genai_files
+from gen_export.export.tied_embeddings import share_tied_embedding_file
+from gen_export.manifest import DecoderSettings
 from gen_export.progress import Steps
 from gen_export.runtime import check_model, graph_io, make_session
-from gen_export.tied_embeddings import share_tied_embedding_file
 from gen_export.validate import require_bool, require_float, require_opset, require_path
 
 DECODER_FILE = "decoder.onnx"
@@ -113,7 +114,7 @@ def export_decoder_onnx(loaded: LoadedDecoder, path: Path, opset: int = DEFAULT_
     onnx_config = DecoderWithPastOnnxConfig(loaded.model.config, loaded.dims)
     with tf_causal_mask.applied():
         export_with_spec(loaded.wrapper, onnx_config, path, opset)
-    share_tied_embedding_file(path)  # tied input/output embeddings stored once (gen_export/tied_embeddings.py)
+    share_tied_embedding_file(path)  # tied input/output embeddings stored once (gen_export/export/tied_embeddings.py)
     return path
 
 
@@ -246,7 +247,7 @@ def export_decoder(
             command="decoder",
             source=loaded.checkpoint.describe(),
             graph={DECODER_FILE: graph_io(staging / DECODER_FILE)},
-            settings={"opset": opset, "atol": atol, "dims": asdict(loaded.dims), "genai": genai.as_dict()},
+            settings=DecoderSettings(opset=opset, atol=atol, dims=asdict(loaded.dims), genai=genai.as_dict()),
             validation={"decoder": validation.as_dict()},
         )
         manifest.write(staging)

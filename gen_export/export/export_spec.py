@@ -19,7 +19,6 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from optimum.utils.normalized_config import NormalizedTextConfig
 from torch import nn
 from transformers import PretrainedConfig
 
-from gen_export.architectures.base import DecoderDims, ort_position_ids, past_input_names, present_output_names
+from gen_export.contract import TensorSpec  # re-exported: declared with the generation contract
+from gen_export.export.architectures.base import DecoderDims, ort_position_ids, past_input_names, present_output_names
 
 #: onnxruntime 1.20 (the one in Triton's 25.03 container) loads opset 17 / IR 8 graphs; 17 also has
 #: LayerNormalization, which the transformer optimizer fuses.
@@ -39,21 +39,6 @@ DEFAULT_OPSET = 17
 #: Set to 1 to write every exported graph with its weights in one external data file, as graphs above
 #: protobuf's 2 GB limit are written anyway: lets CI prove that path on a tiny model.
 FORCE_EXTERNAL_DATA_ENV = "GENEXPORT_FORCE_EXTERNAL_DATA"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: name, element type and dims (int = static, str = dynamic axis)."""
-
-    name: str
-    dtype: str
-    dims: tuple[int | str, ...]
-
-    def dynamic_axes(self) -> dict[int, str]:
-        return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
 
 
 def decoder_io_spec(dims: DecoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:

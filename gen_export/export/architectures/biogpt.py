@@ -7,8 +7,8 @@ exactly as onnxruntime's GPT subgraph produces them.
 
 from __future__ import annotations
 
-from gen_export.architectures import register
-from gen_export.architectures.base import DecoderArchitecture
+from gen_export.export.architectures import register
+from gen_export.export.architectures.base import DecoderArchitecture
 
 
 @register

@@ -15,7 +15,7 @@ Where the two rule sets coincide (greedy, or beam search with length_penalty 0) 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -26,14 +26,15 @@ from rich.table import Table
 from rich.text import Text
 from transformers import GenerationConfig, PreTrainedModel
 
+from gen_export.contract import CallSettings
 from gen_export.errors import GenExportError
-from gen_export.reference_search import (
+from gen_export.tables import compact_table
+from gen_export.verify.reference_search import (
     SearchFlags,
     next_logits_from_model,
     ort_beam_search,
     ort_greedy_search,
 )
-from gen_export.tables import compact_table
 
 Tokens = list[list[list[int]]]  # batch x returned sequence x generated tokens
 
@@ -171,22 +172,13 @@ def user_tokens(sequences: np.ndarray, prompt_len: int, stop_ids: set[int]) -> T
     return result
 
 
-def graph_feed(ids: np.ndarray, mask: np.ndarray, flags: SearchFlags, input_names: list[str],
+def graph_feed(ids: np.ndarray, mask: np.ndarray, flags: SearchFlags | CallSettings, input_names: list[str],
                seed: int | None = None) -> dict[str, np.ndarray]:
-    """Inputs for a fused generation graph; only those the graph declares are fed."""
-    values: dict[str, np.ndarray] = {
-        "input_ids": ids.astype(np.int32),
-        "attention_mask": mask.astype(np.int32),
-        "max_length": np.array([flags.max_length], np.int32),
-        "min_length": np.array([flags.min_length], np.int32),
-        "num_beams": np.array([flags.num_beams], np.int32),
-        "num_return_sequences": np.array([flags.num_return_sequences], np.int32),
-        "length_penalty": np.array([flags.length_penalty], np.float32),
-        "repetition_penalty": np.array([flags.repetition_penalty], np.float32),
-    }
-    if seed is not None:
-        values["seed"] = np.array([seed], np.int32)
-    return {name: values[name] for name in input_names}
+    """Inputs for a generation graph (`contract.CallSettings.feed`); only those the graph declares are fed."""
+    settings = flags if isinstance(flags, CallSettings) else CallSettings.from_flags(flags, seed)
+    if seed is not None and settings.seed != seed:
+        settings = replace(settings, seed=seed)
+    return settings.feed(ids, mask, input_names)
 
 
 def generate_config(flags: SearchFlags, pad: int, eos: int, bos: int | None = None) -> GenerationConfig:
@@ -210,31 +202,8 @@ def generate_config(flags: SearchFlags, pad: int, eos: int, bos: int | None = No
 
 
 def check_flags(flags: SearchFlags, prompt_len: int, max_positions: int) -> None:
-    """The operator's runtime limits, as one-line errors before anything runs."""
-    if flags.num_return_sequences > flags.num_beams:
-        raise GenExportError(
-            f"num_return_sequences {flags.num_return_sequences} is larger than num_beams {flags.num_beams}",
-            "ask for at most num_beams sequences or raise num_beams",
-        )
-    if flags.max_length <= prompt_len:
-        raise GenExportError(
-            f"max_length {flags.max_length} is not above the prompt length {prompt_len} (padded, in tokens)",
-            f"use --max-length of at least {prompt_len + 1} or a shorter prompt",
-        )
-    if flags.max_length > max_positions:
-        raise GenExportError(
-            f"max_length {flags.max_length} is above the model's max_position_embeddings {max_positions}",
-            f"use --max-length of at most {max_positions}",
-        )
-    if flags.min_length >= flags.max_length:
-        raise GenExportError(
-            f"min_length {flags.min_length} is not below max_length {flags.max_length}",
-            "lower --min-length or raise --max-length",
-        )
-    if not 1 <= flags.num_beams <= 128:
-        raise GenExportError(f"num_beams {flags.num_beams} is outside 1..128", "use 1 <= --num-beams <= 128")
-    if flags.repetition_penalty <= 0:
-        raise GenExportError("repetition_penalty must be > 0", "use --repetition-penalty 1.0 for none")
+    """The operator's runtime limits (`contract.CallSettings.check`), and early_stopping, which it cannot honour."""
+    CallSettings.from_flags(flags).check(prompt_len, max_positions)
     if flags.early_stopping:
         raise GenExportError(
             "early_stopping=True is not supported: onnxruntime's BeamSearch stops when the finished set fills "

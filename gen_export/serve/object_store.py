@@ -82,7 +82,7 @@ def _s3_call(action: str, url: str, call: Any) -> Any:
 
 def upload_repository(repo_dir: Path, url: str, *, endpoint_url: str | None = None) -> UploadResult:
     """Upload every file of a checked Triton repository under `url`; the file list goes last."""
-    from gen_export.deploy import _check_repository
+    from gen_export.serve.deploy import _check_repository
 
     repo_dir = Path(repo_dir)
     bucket, prefix = parse_s3_url(url)
