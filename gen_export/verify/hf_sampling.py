@@ -36,7 +36,14 @@ from transformers.generation.logits_process import (
 
 from gen_export.export.architectures.base import ort_position_ids
 from gen_export.search.hf_search import HfMode, HfSearchSpec
-from gen_export.verify.sampling_checks import DEFAULT_TV_BOUND, MAX_BINS, MIN_EXPECTED, MIN_P_VALUE, SamplingCheck
+from gen_export.verify.sampling_checks import (
+    DEFAULT_TV_BOUND,
+    MAX_BINS,
+    MIN_EXPECTED,
+    MIN_P_VALUE,
+    CheckVerdicts,
+    SamplingCheck,
+)
 
 #: Slack on top_p at the nucleus edge (onnxruntime's and PyTorch's float32 softmax/cumsum round differently).
 TOP_P_SLACK = 1e-4
@@ -57,24 +64,13 @@ class SamplingSettings:
 
 
 @dataclass
-class HfSamplingReport:
+class HfSamplingReport(CheckVerdicts):
     mode: str
     settings: SamplingSettings
     seed: int
     draws: int
     checks: list[SamplingCheck] = field(default_factory=list)
     distribution: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[SamplingCheck]:
-        return [c for c in self.checks if not c.passed]
-
-    def counts(self) -> dict[str, int]:
-        return {"passed": sum(c.passed for c in self.checks), "FAILED": len(self.failures)}
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": "sampling statistics, transformers rules (the random stream is the graph's own)",

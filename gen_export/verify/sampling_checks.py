@@ -70,18 +70,10 @@ class SamplingCheck:
     detail: str
 
 
-@dataclass
-class SamplingReport:
-    """Recorded in the manifest under `parity`; no token parity is claimed for a sampling graph."""
+class CheckVerdicts:
+    """The verdict of a list of statistical checks (`self.checks`), shared by both rule families' reports."""
 
-    temperature: float
-    top_p: float
-    seed: int
-    draws: int
-    checks: list[SamplingCheck] = field(default_factory=list)
-    greedy_parity: ParityReport | None = None
-    #: The single-step distribution check: prompt, bins, expected and observed frequencies.
-    distribution: dict[str, Any] = field(default_factory=dict)
+    checks: list[SamplingCheck]
 
     @property
     def passed(self) -> bool:
@@ -93,6 +85,20 @@ class SamplingReport:
 
     def counts(self) -> dict[str, int]:
         return {"passed": sum(c.passed for c in self.checks), "FAILED": len(self.failures)}
+
+
+@dataclass
+class SamplingReport(CheckVerdicts):
+    """Recorded in the manifest under `parity`; no token parity is claimed for a sampling graph."""
+
+    temperature: float
+    top_p: float
+    seed: int
+    draws: int
+    checks: list[SamplingCheck] = field(default_factory=list)
+    greedy_parity: ParityReport | None = None
+    #: The single-step distribution check: prompt, bins, expected and observed frequencies.
+    distribution: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
