@@ -391,6 +391,152 @@ def export_embedding(
                                  quantize=quantize, min_cosine=min_cosine, force=force, steps=steps)
 
 
+@dataclass
+class PreparedEncoder:
+    """Stage 1: the checkpoint opened and checked, its pooling decided, the model wrapped with pooling inside."""
+
+    model_dir: Path
+    describe: dict[str, Any]
+    st: SentenceTransformersDefaults | None
+    pooling: str
+    normalize: bool
+    model: PreTrainedModel
+    tokenizer: Any
+    max_length: int
+    wrapper: PooledEncoder
+    input_specs: list[TensorSpec]
+    output_spec: TensorSpec
+
+
+@dataclass
+class ParityBatch:
+    """The parity sentences as graph feeds, their attention mask and PyTorch's pooled embeddings."""
+
+    feed: dict[str, np.ndarray]
+    mask: np.ndarray
+    expected: np.ndarray
+
+
+def prepare_encoder(model_dir: Path, pooling: str | None, normalize: bool | None) -> PreparedEncoder:
+    """Open and check the checkpoint; pooling/normalize from the arguments, else its sentence-transformers files."""
+    checkpoint = open_checkpoint(model_dir, kind="encoder")
+    architecture = checkpoint.architecture
+    assert isinstance(architecture, EncoderArchitecture)
+    st = read_sentence_transformers(model_dir)
+    chosen = resolve_pooling(pooling) if pooling else (st.pooling if st and st.pooling else "mean")
+    normalize = normalize if normalize is not None else bool(st and st.normalize)
+    model = architecture.load_model(model_dir)
+    tokenizer = architecture.load_tokenizer(model_dir)
+    check_tokenizer(tokenizer, PARITY_SENTENCES, model.config.vocab_size, model_dir)
+    # sentence-transformers' max_seq_length if set, never beyond what the position table holds.
+    max_length = min(int(st.max_seq_length) if st and st.max_seq_length else 512, architecture.max_tokens(model.config))
+    token_types = architecture.uses_token_type_ids(model.config)
+    input_specs, output_spec = embedding_io_spec(model.config, token_types, chosen)
+    return PreparedEncoder(model_dir, checkpoint.describe(), st, chosen, normalize, model, tokenizer, max_length,
+                           PooledEncoder(model, chosen, normalize).eval(), input_specs, output_spec)
+
+
+def parity_batch(prepared: PreparedEncoder) -> ParityBatch:
+    """Tokenize the parity sentences (right-padded) and run the PyTorch wrapper on them."""
+    tokenizer = prepared.tokenizer
+    tokenizer.padding_side = "right"
+    batch = tokenizer(list(PARITY_SENTENCES), padding=True, truncation=True, max_length=prepared.max_length,
+                      return_tensors="pt")
+    feed = {k: v.numpy() for k, v in batch.items() if k in {s.name for s in prepared.input_specs}}
+    with torch.no_grad():
+        expected = prepared.wrapper(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+    return ParityBatch(feed, batch["attention_mask"].numpy(), expected)
+
+
+def export_encoder(prepared: PreparedEncoder, path: Path) -> Path:
+    """Stage 2: the wrapper (pooling inside) exported through the declarative spec."""
+    config = EmbeddingOnnxConfig(prepared.model.config, prepared.input_specs, prepared.output_spec)
+    export_with_spec(prepared.wrapper, config, path)
+    return path
+
+
+def verify_embedding(prepared: PreparedEncoder, batch: ParityBatch, path: Path) -> list[ParityFigures]:
+    """Stage 3: the graph's embeddings vs PyTorch, and vs sentence-transformers' encode where the folder is one."""
+    actual = _run_onnx(path, batch.feed)
+    figures = [compare("PyTorch", batch.expected, actual, batch.mask)]
+    st = prepared.st
+    st_matches_choice = (st is not None and prepared.pooling == (st.pooling or "mean")
+                         and prepared.normalize == st.normalize)
+    if st_matches_choice and prepared.pooling != "per-token":
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(str(prepared.model_dir), device="cpu", local_files_only=True)
+        encoder.max_seq_length = prepared.max_length
+        st_out = encoder.encode(list(PARITY_SENTENCES), convert_to_numpy=True, batch_size=len(PARITY_SENTENCES))
+        figures.append(compare("sentence-transformers encode", st_out, actual, batch.mask))
+    return figures
+
+
+def require_embedding_parity(figures: list[ParityFigures]) -> None:
+    failed = [f for f in figures if not f.passed]
+    if failed:
+        worst = failed[0]
+        raise ParityError(
+            f"embedding graph differs from {worst.reference} (min cosine {worst.cosine_min:.6f}, required "
+            f"{PARITY_MIN_COSINE}; embedding norms differ by up to {worst.norm_max_rel_diff:.2%}, allowed "
+            f"{PARITY_MAX_NORM_REL_DIFF:.2%})",
+            "report this as a genexport bug with the checkpoint; nothing was written",
+        )
+
+
+def build_variants(prepared: PreparedEncoder, batch: ParityBatch, path: Path, target: Path, *, optimize: bool,
+                   quantize: str | None, min_cosine: float, steps: Steps) -> list[EmbeddingVariant]:
+    """Stage 4: optimized / int8 variants, each measured against fp32 PyTorch and moved into `target` if it passes."""
+    variants: list[EmbeddingVariant] = []
+    with tempfile.TemporaryDirectory(prefix="genexport-embed-") as scratch:
+        planned = [("optimized", _optimize)] if optimize else []
+        planned += [("int8", _quantize_int8)] if quantize else []
+        for name, make in planned:
+            with steps.step(f"variant {name}"):
+                candidate = Path(scratch) / f"embedding.{name}.onnx"
+                if name == "optimized":
+                    make(path, candidate, prepared.model.config)
+                else:
+                    make(path, candidate)
+                cos = cosines(batch.expected, _run_onnx(candidate, batch.feed), batch.mask)
+                variant = EmbeddingVariant(name, candidate.name, float(cos.min()), float(cos.mean()),
+                                           bool(cos.min() >= min_cosine))
+                variants.append(variant)
+                if not variant.written:
+                    raise GenExportError(
+                        f"the {name} variant reaches min cosine {variant.cosine_min:.4f} vs fp32 PyTorch, "
+                        f"below --min-cosine {min_cosine}",
+                        f"lower --min-cosine, or export without --{'quantize' if name == 'int8' else 'optimize'}",
+                    )
+                shutil.move(str(candidate), target / candidate.name)
+    return variants
+
+
+def write_embedding_output(prepared: PreparedEncoder, staging: Path, figures: list[ParityFigures],
+                           variants: list[EmbeddingVariant], min_cosine: float) -> None:
+    """Stage 5: tokenizer files and the typed manifest beside the graphs in the staging folder."""
+    _copy_tokenizer(prepared.model_dir, staging, prepared.max_length)
+    manifest = Manifest(
+        command="embed",
+        source=prepared.describe,
+        graph={p.name: graph_io(p) for p in sorted(staging.glob("*.onnx"))},
+        settings=EmbeddingSettings(
+            opset=DEFAULT_OPSET,
+            pooling=prepared.pooling,
+            normalize=prepared.normalize,
+            sentence_transformers=asdict(prepared.st) if prepared.st else None,
+            tokenizer=EmbeddingTokenizer(**_tokenizer_settings(prepared.max_length)),
+            inputs=[TensorRecord(**s.as_dict()) for s in prepared.input_specs],
+            output=TensorRecord(**prepared.output_spec.as_dict()),
+            min_cosine=min_cosine,
+        ),
+        validation={"parity_sentences": list(PARITY_SENTENCES)},
+        parity={"min_cosine_required": PARITY_MIN_COSINE, "figures": [asdict(f) for f in figures],
+                "variants": [asdict(v) for v in variants]},
+    )
+    manifest.write(staging)
+
+
 def _export_embedding(
     model_dir: Path,
     output: Path,
@@ -403,100 +549,22 @@ def _export_embedding(
     force: bool,
     steps: Steps | None,
 ) -> EmbeddingExportResult:
-    """`export_embedding` once its arguments are checked and `output` is locked."""
+    """`export_embedding` once its arguments are checked and `output` is locked: the stages above, composed."""
     steps = steps or Steps()
     check_output_target(output, force)
     with steps.step("load checkpoint"):
-        checkpoint = open_checkpoint(model_dir, kind="encoder")
-        architecture = checkpoint.architecture
-        assert isinstance(architecture, EncoderArchitecture)
-        st = read_sentence_transformers(model_dir)
-        chosen = resolve_pooling(pooling) if pooling else (st.pooling if st and st.pooling else "mean")
-        normalize = normalize if normalize is not None else bool(st and st.normalize)
-        model = architecture.load_model(model_dir)
-        tokenizer = architecture.load_tokenizer(model_dir)
-        check_tokenizer(tokenizer, PARITY_SENTENCES, model.config.vocab_size, model_dir)
-        # sentence-transformers' max_seq_length if set, never beyond what the position table holds.
-        max_length = min(int(st.max_seq_length) if st and st.max_seq_length else 512,
-                         architecture.max_tokens(model.config))
-        token_types = architecture.uses_token_type_ids(model.config)
-    wrapper = PooledEncoder(model, chosen, normalize).eval()
-    input_specs, output_spec = embedding_io_spec(model.config, token_types, chosen)
-
-    tokenizer.padding_side = "right"
-    batch = tokenizer(list(PARITY_SENTENCES), padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
-    feed = {k: v.numpy() for k, v in batch.items() if k in {s.name for s in input_specs}}
-    mask = batch["attention_mask"].numpy()
-    with torch.no_grad():
-        expected = wrapper(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
-
+        prepared = prepare_encoder(model_dir, pooling, normalize)
+    batch = parity_batch(prepared)
     with staged_output(output, force) as staging:
         path = staging / EMBEDDING_FILE
         with steps.step("export encoder with pooling (torch.onnx, TorchScript)"):
-            export_with_spec(wrapper, EmbeddingOnnxConfig(model.config, input_specs, output_spec), path)
+            export_encoder(prepared, path)
         with steps.step("parity vs PyTorch (and sentence-transformers)"):
-            actual = _run_onnx(path, feed)
-            figures = [compare("PyTorch", expected, actual, mask)]
-            st_matches_choice = st is not None and chosen == (st.pooling or "mean") and normalize == st.normalize
-            if st_matches_choice and chosen != "per-token":
-                from sentence_transformers import SentenceTransformer
-
-                encoder = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-                encoder.max_seq_length = max_length
-                st_out = encoder.encode(list(PARITY_SENTENCES), convert_to_numpy=True, batch_size=len(batch))
-                figures.append(compare("sentence-transformers encode", st_out, actual, mask))
-        failed = [f for f in figures if not f.passed]
-        if failed:
-            worst = failed[0]
-            raise ParityError(
-                f"embedding graph differs from {worst.reference} (min cosine {worst.cosine_min:.6f}, required "
-                f"{PARITY_MIN_COSINE}; embedding norms differ by up to {worst.norm_max_rel_diff:.2%}, allowed "
-                f"{PARITY_MAX_NORM_REL_DIFF:.2%})",
-                "report this as a genexport bug with the checkpoint; nothing was written",
-            )
-        variants: list[EmbeddingVariant] = []
-        with tempfile.TemporaryDirectory(prefix="genexport-embed-") as scratch:
-            planned = [("optimized", _optimize)] if optimize else []
-            planned += [("int8", _quantize_int8)] if quantize else []
-            for name, make in planned:
-                with steps.step(f"variant {name}"):
-                    candidate = Path(scratch) / f"embedding.{name}.onnx"
-                    if name == "optimized":
-                        make(path, candidate, model.config)
-                    else:
-                        make(path, candidate)
-                    cos = cosines(expected, _run_onnx(candidate, feed), mask)
-                    variant = EmbeddingVariant(name, candidate.name, float(cos.min()), float(cos.mean()),
-                                               bool(cos.min() >= min_cosine))
-                    variants.append(variant)
-                    if not variant.written:
-                        raise GenExportError(
-                            f"the {name} variant reaches min cosine {variant.cosine_min:.4f} vs fp32 PyTorch, "
-                            f"below --min-cosine {min_cosine}",
-                            f"lower --min-cosine, or export without --{'quantize' if name == 'int8' else 'optimize'}",
-                        )
-                    shutil.move(str(candidate), staging / candidate.name)
-        _copy_tokenizer(model_dir, staging, max_length)
-        manifest = Manifest(
-            command="embed",
-            source=checkpoint.describe(),
-            graph={p.name: graph_io(p) for p in sorted(staging.glob("*.onnx"))},
-            settings=EmbeddingSettings(
-                opset=DEFAULT_OPSET,
-                pooling=chosen,
-                normalize=normalize,
-                sentence_transformers=asdict(st) if st else None,
-                tokenizer=EmbeddingTokenizer(**_tokenizer_settings(max_length)),
-                inputs=[TensorRecord(**s.as_dict()) for s in input_specs],
-                output=TensorRecord(**output_spec.as_dict()),
-                min_cosine=min_cosine,
-            ),
-            validation={"parity_sentences": list(PARITY_SENTENCES)},
-            parity={"min_cosine_required": PARITY_MIN_COSINE, "figures": [asdict(f) for f in figures],
-                    "variants": [asdict(v) for v in variants]},
-        )
-        manifest.write(staging)
+            figures = verify_embedding(prepared, batch, path)
+        require_embedding_parity(figures)
+        variants = build_variants(prepared, batch, path, staging, optimize=optimize, quantize=quantize,
+                                  min_cosine=min_cosine, steps=steps)
+        write_embedding_output(prepared, staging, figures, variants, min_cosine)
     output = output.resolve()
-    return EmbeddingExportResult(output, output / EMBEDDING_FILE, output / "genexport.json", chosen, normalize,
-                                 figures, variants, steps.timings)
+    return EmbeddingExportResult(output, output / EMBEDDING_FILE, output / "genexport.json", prepared.pooling,
+                                 prepared.normalize, figures, variants, steps.timings)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from gen_export.errors import GenExportError, ParityError
 from gen_export.generation import (
@@ -66,3 +67,48 @@ def test_mode_settings_validate_themselves() -> None:
         GenerationRequest(Path("m"), Path("o"), force="yes").validate()  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="defaults must be a GenerationDefaults"):
         GenerationRequest(Path("m"), Path("o"), defaults={"num_beams": 4}).validate()  # type: ignore[arg-type]
+
+
+def test_embedding_stages_run_alone_and_a_wrong_graph_fails_verification(tmp_path: Path) -> None:
+    """`export_embedding`'s stages one by one (gen_export.embed): prepare -> batch -> export -> verify -> write."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from gen_export.embed import (
+        default_model_dir,
+        export_encoder,
+        parity_batch,
+        prepare_encoder,
+        require_embedding_parity,
+        verify_embedding,
+        write_embedding_output,
+    )
+
+    model_dir = tmp_path / "bert"  # a random 2-layer BERT with MiniLM's tokenizer, as in test_embed
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(model_dir, safe_serialization=True)
+    BertTokenizerFast.from_pretrained(default_model_dir()).save_pretrained(model_dir)
+    prepared = prepare_encoder(model_dir, "mean", True)
+    assert (prepared.pooling, prepared.normalize) == ("mean", True)
+    batch = parity_batch(prepared)
+    assert batch.expected.shape[0] == batch.mask.shape[0]
+    assert abs(float(batch.expected[0] @ batch.expected[0]) - 1) < 1e-5  # normalized inside the wrapper
+    graph = export_encoder(prepared, tmp_path / "embedding.onnx")
+    figures = verify_embedding(prepared, batch, graph)
+    require_embedding_parity(figures)
+    assert figures[0].reference == "PyTorch" and figures[0].cosine_min > 0.99999
+
+    # A graph built with another pooling must fail the same verification, naming the reference it missed.
+    other = prepare_encoder(model_dir, "max", True)
+    wrong = verify_embedding(prepared, batch, export_encoder(other, tmp_path / "max.onnx"))
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        require_embedding_parity(wrong)
+
+    out = tmp_path / "staging"
+    out.mkdir()
+    (out / "embedding.onnx").write_bytes(graph.read_bytes())
+    write_embedding_output(prepared, out, figures, [], min_cosine=0.99)
+    manifest = read_manifest(out)
+    assert manifest.command == "embed" and manifest.embedding().pooling == "mean"
+    assert any((out / name).is_file() for name in ("vocab.txt", "tokenizer.json"))
