@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from fixtures_encoders import build_tiny_bert
+from transformers import BertModel, BertTokenizerFast
 from typer.testing import CliRunner
 
 from gen_export.cli import app
@@ -28,13 +29,7 @@ UNSEEN = [
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT with MiniLM's tokenizer (fast unit tests of every pooling mode)."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    BertTokenizerFast.from_pretrained(default_model_dir()).save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

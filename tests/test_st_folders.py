@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from fixtures_encoders import build_tiny_bert
 
 from gen_export import embed
 from gen_export.embed import compare, default_model_dir, export_embedding, read_sentence_transformers
@@ -22,13 +21,7 @@ from gen_export.errors import GenExportError, ParityError
 
 @pytest.fixture(scope="module")
 def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("st-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    BertTokenizerFast.from_pretrained(default_model_dir()).save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("st-bert"))
 
 
 def _save_st(bert_folder: Path, out: Path, pooling: str, normalize: bool, max_seq_length: int) -> Path:

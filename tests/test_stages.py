@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from gen_export.errors import GenExportError, ParityError
 from gen_export.generation import (
@@ -71,10 +70,9 @@ def test_mode_settings_validate_themselves() -> None:
 
 def test_embedding_stages_run_alone_and_a_wrong_graph_fails_verification(tmp_path: Path) -> None:
     """`export_embedding`'s stages one by one (gen_export.embed): prepare -> batch -> export -> verify -> write."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from fixtures_encoders import build_tiny_bert
 
     from gen_export.embed import (
-        default_model_dir,
         export_encoder,
         parity_batch,
         prepare_encoder,
@@ -83,12 +81,7 @@ def test_embedding_stages_run_alone_and_a_wrong_graph_fails_verification(tmp_pat
         write_embedding_output,
     )
 
-    model_dir = tmp_path / "bert"  # a random 2-layer BERT with MiniLM's tokenizer, as in test_embed
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(model_dir, safe_serialization=True)
-    BertTokenizerFast.from_pretrained(default_model_dir()).save_pretrained(model_dir)
+    model_dir = build_tiny_bert(tmp_path / "bert")
     prepared = prepare_encoder(model_dir, "mean", True)
     assert (prepared.pooling, prepared.normalize) == ("mean", True)
     batch = parity_batch(prepared)
